@@ -1,0 +1,52 @@
+"""stderr for people (messages, progress), stdout for results."""
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def error(message: str) -> None:
+    # Plain write, not rich: the line must stay one line and keep brackets in paths intact.
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    stderr.print(message, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None,
+                 unit: str = "items") -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields ``update(completed, total=None)``.
+
+    ``unit="bytes"`` shows sizes and transfer speed. When stderr is not a terminal the bar is
+    not animated (rich prints it once when it finishes), so logs stay readable.
+    """
+    if unit == "bytes":
+        columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                   TransferSpeedColumn(), TimeRemainingColumn()]
+    else:
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn()]
+    with Progress(*columns, console=stderr, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+
+        def update(completed: int, total: int | None = None) -> None:
+            if total is not None:
+                progress.update(task, total=total)
+            progress.update(task, completed=completed)
+
+        yield update

@@ -1,0 +1,139 @@
+"""The pix2pix networks: U-Net generator and PatchGAN discriminator (Isola et al., 2017).
+
+The layers, channel widths, biases and init match the official PyTorch implementation exactly,
+so published weights load after a key rename (see zoo.py). The U-Net is written as two flat lists
+of blocks, ``down`` (encoder) and ``up`` (decoder), instead of the official recursion:
+``down[i]`` halves the resolution, ``up[i]`` doubles it, and ``up[i]`` reads the concatenation
+of ``down[i]``'s output (the skip) and ``up[i + 1]``'s output.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+NORMS = ("batch", "instance", "none")
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":  # the official choice: no affine parameters, no running statistics
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
+
+
+def _block(**layers: nn.Module) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(layers))
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    in_channels: int = 3
+    out_channels: int = 3
+    num_downs: int = 8  # 8 = unet_256, 7 = unet_128
+    ngf: int = 64
+    norm: str = "batch"
+    dropout: bool = True
+
+
+class UnetGenerator(nn.Module):
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()):
+        super().__init__()
+        self.config = config
+        n, ngf, norm = config.num_downs, config.ngf, config.norm
+        if n < 5:
+            raise ValueError(f"num_downs must be at least 5, got {n}")
+        # Batch norm has its own shift, so the convs before it carry no bias.
+        bias = norm != "batch"
+        widths = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)  # output channels of down[i]
+
+        down = [_block(conv=nn.Conv2d(config.in_channels, widths[0], 4, 2, 1, bias=bias))]
+        for i in range(1, n):
+            layers = {"act": nn.LeakyReLU(0.2, True),
+                      "conv": nn.Conv2d(widths[i - 1], widths[i], 4, 2, 1, bias=bias)}
+            if i < n - 1:  # the innermost (1x1) level has no norm
+                layers["norm"] = norm_layer(norm, widths[i])
+            down.append(_block(**layers))
+
+        up = [_block(act=nn.ReLU(True),
+                     conv=nn.ConvTranspose2d(widths[0] * 2, config.out_channels, 4, 2, 1),
+                     tanh=nn.Tanh())]
+        for i in range(1, n):
+            in_channels = widths[i] if i == n - 1 else widths[i] * 2  # innermost: no skip yet
+            layers = {"act": nn.ReLU(True),
+                      "conv": nn.ConvTranspose2d(in_channels, widths[i - 1], 4, 2, 1, bias=bias),
+                      "norm": norm_layer(norm, widths[i - 1])}
+            # Dropout in the 512-channel levels next to the innermost one (3 of them in unet_256).
+            if config.dropout and 4 <= i < n - 1:
+                layers["dropout"] = nn.Dropout(0.5)
+            up.append(_block(**layers))
+
+        self.down = nn.ModuleList(down)
+        self.up = nn.ModuleList(up)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+        x = self.up[-1](skips[-1])
+        for i in range(len(self.up) - 2, -1, -1):
+            x = self.up[i](torch.cat([skips[i], x], 1))
+        return x
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    in_channels: int = 6  # concat(A, B)
+    ndf: int = 64
+    n_layers: int = 3  # 3 = the 70x70 PatchGAN; 0 = the 1x1 "pixel" GAN
+    norm: str = "batch"
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: one real/fake logit per overlapping patch (70x70 with n_layers=3)."""
+
+    def __init__(self, config: DiscriminatorConfig = DiscriminatorConfig()):
+        super().__init__()
+        self.config = config
+        ndf, norm = config.ndf, config.norm
+        bias = norm != "batch"
+        if config.n_layers == 0:  # pixel GAN: 1x1 convolutions only
+            layers = [nn.Conv2d(config.in_channels, ndf, 1), nn.LeakyReLU(0.2, True),
+                      nn.Conv2d(ndf, ndf * 2, 1, bias=bias), norm_layer(norm, ndf * 2),
+                      nn.LeakyReLU(0.2, True), nn.Conv2d(ndf * 2, 1, 1, bias=bias)]
+        else:
+            layers = [nn.Conv2d(config.in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            width = ndf
+            for n in range(1, config.n_layers + 1):
+                stride = 2 if n < config.n_layers else 1  # the last hidden conv keeps the size
+                next_width = ndf * min(2**n, 8)
+                layers += [nn.Conv2d(width, next_width, 4, stride, 1, bias=bias),
+                           norm_layer(norm, next_width), nn.LeakyReLU(0.2, True)]
+                width = next_width
+            layers.append(nn.Conv2d(width, 1, 4, 1, 1))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
+    """The pix2pix init: conv weights ~ N(0, std), batch-norm weights ~ N(1, std), biases 0."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, std)
+            nn.init.zeros_(module.bias)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
