@@ -1,0 +1,148 @@
+"""Shared fixtures: the CLI run in-process, a local HTTP server, the shared data folder."""
+
+import http.server
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("P2P_SHARED", ROOT.parent / "shared"))
+
+# Tests are small; more threads than cores only adds contention on 2-core machines.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"shared data folder missing: expected {SHARED} (set P2P_SHARED)")
+    return SHARED / "data"
+
+
+@pytest.fixture(autouse=True)
+def p2p_home(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own empty P2P_HOME, so nothing leaks into ~/.cache."""
+    home = tmp_path / "p2p_home"
+    monkeypatch.setenv("P2P_HOME", str(home))
+    monkeypatch.delenv("P2P_DATA_MIRROR", raising=False)
+    return home
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode()
+
+
+@pytest.fixture
+def cli(capfdbinary):
+    """Run ``p2p ARGS`` through the real entry point (``main``), in-process."""
+    from p2p.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        capfdbinary.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capfdbinary.readouterr()
+        return CliResult(code, captured.out, captured.err.decode(errors="replace"))
+
+    return run
+
+
+@dataclass
+class Route:
+    body: bytes = b""
+    status: int = 200
+    cut_after: int | None = None  # close the connection after this many body bytes (once)
+    hits: int = 0
+    ranges: list = field(default_factory=list)  # the Range headers received
+
+
+class LocalServer:
+    """An HTTP server on 127.0.0.1 with Range support and injectable faults."""
+
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self.respond(head=True)
+
+            def do_GET(self):
+                self.respond(head=False)
+
+            def respond(self, head: bool):
+                route = server.routes.get(self.path.split("?")[0])
+                if route is None:
+                    self.send_error(404)
+                    return
+                route.hits += 1
+                route.ranges.append(self.headers.get("Range"))
+                if route.status != 200:
+                    self.send_error(route.status)
+                    return
+                body, start = route.body, 0
+                range_header = self.headers.get("Range")
+                if range_header and range_header.startswith("bytes="):
+                    start = int(range_header[6:].split("-")[0])
+                    if start >= len(body):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(body)}")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                if head:
+                    return
+                chunk = body[start:]
+                if route.cut_after is not None:
+                    chunk = chunk[: route.cut_after]
+                    route.cut_after = None
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(chunk)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def add(self, path: str, body: bytes = b"", **kwargs) -> Route:
+        self.routes[path] = Route(body=body, **kwargs)
+        return self.routes[path]
+
+
+@pytest.fixture
+def http_server():
+    """A LocalServer started for the test and stopped after it."""
+    server = LocalServer()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
