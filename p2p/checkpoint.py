@@ -47,10 +47,11 @@ def resolve(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    path = resolve(path)
+def load_weights_only(path: str | os.PathLike,
+                      map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` of any file (ours or published) that refuses arbitrary pickled objects."""
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise P2PError(f"{path}: refused to load: it needs arbitrary pickled objects, which could "
                        f"run code ({str(exc).splitlines()[0]})",
@@ -58,6 +59,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise P2PError(f"{path}: not a readable checkpoint ({exc})",
                        "the file may be truncated or corrupt") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    path = resolve(path)
+    state = load_weights_only(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise P2PError(f"{path}: not a p2p checkpoint",
                        "import published weights with 'p2p zoo import'")
