@@ -30,7 +30,7 @@ def info(message: str) -> None:
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None,
                  unit: str = "items") -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``update(completed, total=None)``.
+    """A rich progress bar on stderr; yields ``update(completed, total=None, description=None)``.
 
     ``unit="bytes"`` shows sizes and transfer speed. When stderr is not a terminal the bar is
     not animated (rich prints it once when it finishes), so logs stay readable.
@@ -44,9 +44,12 @@ def progress_bar(description: str, total: int | None = None,
     with Progress(*columns, console=stderr, transient=False) as progress:
         task = progress.add_task(description, total=total)
 
-        def update(completed: int, total: int | None = None) -> None:
+        def update(completed: int, total: int | None = None,
+                   description: str | None = None) -> None:
             if total is not None:
                 progress.update(task, total=total)
+            if description is not None:
+                progress.update(task, description=description)
             progress.update(task, completed=completed)
 
         yield update

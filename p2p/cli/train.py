@@ -1,0 +1,70 @@
+"""``p2p train``: parse, resolve the recipe and data, run the core loop, report."""
+
+import sys
+from pathlib import Path
+
+import typer
+
+from p2p import train as core
+from p2p.cli import console
+from p2p.data.catalog import resolve_dataset
+from p2p.errors import P2PError
+from p2p.recipe import load_recipe
+
+
+def train(
+    recipe_path: Path | None = typer.Argument(None, metavar="RECIPE",
+                                              help="Recipe YAML (see recipes/)."),
+    data: str | None = typer.Option(None, "--data", help="Dataset name or folder (overrides "
+                                    "data.path)."),
+    out: Path | None = typer.Option(None, "--out", help="Run directory [default: runs/NAME]."),
+    iters: int | None = typer.Option(None, "--iters", help="Total iterations (overrides "
+                                     "train.iters; with --resume, extends the run)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a recipe value, "
+                                        "e.g. --set train.lr=1e-4 (repeatable)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in RUN_DIR "
+                                       "from its latest checkpoint."),
+) -> None:
+    """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
+    if resume is not None:
+        if recipe_path is not None or overrides or data or out:
+            raise P2PError("--resume continues a run with its own recipe",
+                           "pass only --resume RUN_DIR (and --iters N to extend it)")
+        run_dir = resume
+        if not (run_dir / "recipe.yaml").is_file():
+            raise P2PError(f"{run_dir}: not a run directory (no recipe.yaml)")
+        recipe = core.load_run(run_dir, iters)
+    else:
+        if recipe_path is None:
+            raise P2PError("no recipe given", "p2p train recipes/quickstart.yaml")
+        extra = [f"train.iters={iters}"] if iters is not None else []
+        extra += [f"data.path={data}"] if data is not None else []
+        recipe = load_recipe(recipe_path, [*overrides, *extra])
+        run_dir = out or Path("runs") / recipe.name
+
+    data_root = resolve_dataset(recipe.data.path)
+    console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
+                 f"({recipe.data.direction}) -> {run_dir}")
+    with console.progress_bar("loading data", unit="images") as update:
+        dataset = core.load_dataset(recipe, data_root, progress=update)
+    if sys.stderr.isatty():
+        with console.progress_bar("training", total=recipe.train.iters) as update:
+            outcome = core.train(recipe, dataset, run_dir, resume is not None,
+                                 on_log=lambda r: update(r["iteration"],
+                                                         description=_log_line(r)))
+    else:
+        outcome = core.train(recipe, dataset, run_dir, resume is not None,
+                             on_log=lambda r: console.info(_log_line(r)))
+    if outcome.stopped_by:
+        console.info(f"stopped by {outcome.stopped_by} at iteration {outcome.iteration}; "
+                     f"checkpoint saved. Continue with: p2p train --resume {run_dir}")
+        print(run_dir)
+        raise typer.Exit(130)
+    console.info(f"done: {outcome.iteration} iterations; samples and checkpoint in {run_dir}")
+    print(run_dir)
+
+
+def _log_line(record: dict) -> str:
+    return (f"iter {record['iteration']}  G_GAN {record['g_gan']:.3f}  G_L1 {record['g_l1']:.3f}  "
+            f"D_real {record['d_real']:.3f}  D_fake {record['d_fake']:.3f}  "
+            f"lr {record['lr']:.2e}  {record['it_per_s'] or 0:.2f} it/s")

@@ -1,0 +1,1 @@
+"""Datasets: the paired loader, the built-in synthetic set, the catalog of published sets."""
