@@ -103,6 +103,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         raise TypeError(f"unsupported recipe field type {kind}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if kind in (int, float, str, bool) and not (

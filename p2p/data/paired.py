@@ -139,7 +139,7 @@ def epoch_order(n: int, epoch: int, seed: int) -> torch.Tensor:
 
 
 def batch_indices(n: int, iteration: int, batch_size: int, seed: int) -> list[int]:
-    """The dataset indices of one iteration's batch: every item once per epoch, in shuffled order."""
+    """The dataset indices of one batch: every item once per epoch, in shuffled order."""
     indices, orders = [], {}
     for k in range(iteration * batch_size, (iteration + 1) * batch_size):
         epoch, position = divmod(k, n)

@@ -1,0 +1,120 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from p2p.checkpoint import load_checkpoint, load_generator
+from p2p.data.synthetic import make_pair
+
+TINY = """
+name: tiny
+data: {{path: {data}, load_size: 36, crop_size: 32, batch_size: 2}}
+model: {{num_downs: 5, ngf: 8, ndf: 8}}
+train: {{iters: {iters}, log_every: 2, sample_every: 4, checkpoint_every: 4}}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny recipe on 6 generated 32x32 pairs; returns a function (iters) -> recipe path."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    for i in range(6):
+        make_pair(rng, size=32).save(tmp_path / "data" / "train" / f"{i}.png")
+
+    def recipe(iters: int = 8):
+        path = tmp_path / f"tiny{iters}.yaml"
+        path.write_text(TINY.format(data=tmp_path / "data", iters=iters))
+        return path
+
+    return recipe
+
+
+def test_train_writes_a_complete_run(cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", tiny(6), "--out", run)
+    assert r.exit_code == 0, r.stderr
+    assert r.out.strip() == str(run)  # stdout carries the result only
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [rec["iteration"] for rec in records] == [2, 4, 6]
+    assert {"g_gan", "g_l1", "d_real", "d_fake", "lr", "it_per_s"} <= set(records[0])
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "iter_00000004.png", "iter_00000006.png"]
+    state = load_checkpoint(run)
+    assert state["iteration"] == 6 and state["direction"] == "AtoB" and state["image_size"] == 32
+    generator, _ = load_generator(run)
+    assert generator(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    # A second run into the same directory must not clobber it.
+    again = cli("train", tiny(6), "--out", run)
+    assert again.exit_code == 2 and "--resume" in again.stderr
+
+
+def test_resume_is_bit_identical(cli, tiny, tmp_path):
+    assert cli("train", tiny(8), "--out", tmp_path / "full").exit_code == 0
+    assert cli("train", tiny(4), "--out", tmp_path / "split").exit_code == 0
+    r = cli("train", "--resume", tmp_path / "split", "--iters", "8")
+    assert r.exit_code == 0, r.stderr
+    full, split = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "split")
+    assert split["iteration"] == 8
+    for key in ("generator", "discriminator"):
+        for name, tensor in full[key].items():
+            assert torch.equal(tensor, split[key][name]), f"{key}.{name} differs"
+    for key in ("optimizer_g", "optimizer_d"):
+        for index, state in full[key]["state"].items():
+            for name, value in state.items():
+                assert torch.equal(value, split[key]["state"][index][name])
+
+
+def test_user_errors_are_one_line_exit_2(cli, tiny, tmp_path):
+    cases = [
+        ("train", tmp_path / "missing.yaml"),
+        ("train", tiny(4), "--set", "train.itres=3"),
+        ("train", tiny(4), "--data", tmp_path / "nowhere"),
+        ("train", "--resume", tmp_path),
+        ("train",),
+    ]
+    for args in cases:
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, r.stderr)
+        assert "Traceback" not in r.stderr
+    assert "did you mean 'iters'" in cli("train", tiny(4), "--set", "train.itres=3").stderr
+
+
+def test_p2p_data_path_name_resolves_the_synthetic_set(cli, tiny, tmp_path, p2p_home):
+    r = cli("train", tiny(2), "--data", "synthetic", "--out", tmp_path / "run",
+            "--set", "data.load_size=64", "--set", "data.crop_size=64")
+    assert r.exit_code == 0, r.stderr
+    assert (p2p_home / "datasets" / "synthetic" / "train" / "1.png").is_file()
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_resume_continues(tiny, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "p2p", "train", str(tiny(100_000)),
+                             "--out", str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 120
+    while not (run / "log.jsonl").exists() or not (run / "log.jsonl").read_text():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err and "Traceback" not in err
+    assert out.strip() == str(run)
+    stopped_at = load_checkpoint(run)["iteration"]
+    assert 0 < stopped_at < 100_000
+    result = subprocess.run([sys.executable, "-m", "p2p", "train", "--resume", str(run),
+                             "--iters", str(stopped_at + 2)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert load_checkpoint(run)["iteration"] == stopped_at + 2
