@@ -230,8 +230,10 @@ def load_dataset(recipe: Recipe, data_root: Path,
 
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
-          on_log: Callable[[dict], None] | None = None) -> Outcome:
-    """Train (or resume) a run; ``on_log`` receives each logged record."""
+          on_log: Callable[[dict], None] | None = None,
+          on_sample: Callable[[int, torch.Tensor], None] | None = None) -> Outcome:
+    """Train (or resume) a run. ``on_log`` receives each logged record, ``on_sample`` each sample
+    grid (iteration, (3, H, W) float tensor in [-1, 1])."""
     t, d = recipe.train, recipe.data
     device = pick_device(t.device)
     models = build_models(recipe, device)
@@ -295,6 +297,8 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
             if iteration % t.sample_every == 0 or done:
                 grid = sample_grid(models, sample_source, sample_target, autocast)
                 save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
+                if on_sample:
+                    on_sample(iteration, grid)
             if iteration % t.checkpoint_every == 0 or done:
                 save(iteration)
         if stop:
