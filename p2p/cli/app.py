@@ -35,6 +35,9 @@ def root(
 from p2p.cli import train as _train  # noqa: E402
 
 app.command("train")(_train.train)
+from p2p.cli import translate as _translate  # noqa: E402
+
+app.command("translate")(_translate.translate)
 
 
 def main(argv: list[str] | None = None) -> None:

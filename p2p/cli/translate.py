@@ -1,0 +1,116 @@
+"""``p2p translate``: parse, plan the outputs, load the model, translate, report."""
+
+import contextlib
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from p2p import translate as core
+from p2p.cli import console
+from p2p.errors import P2PError
+
+SHOWN = 10  # names listed before "... and N more"
+
+
+class Ext(str, Enum):
+    png = "png"
+    jpg = "jpg"
+
+
+def translate(
+    input: Annotated[str, typer.Argument(
+        metavar="INPUT", help="An image, a folder of images (recursive), or - for one image "
+        "on stdin.")],
+    output: Annotated[str, typer.Argument(
+        metavar="OUTPUT", help="A folder (same relative names), an image file, or - for PNG "
+        "bytes on stdout.")],
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="A checkpoint file or a training run directory (its latest "
+        "checkpoint).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="A zoo model, e.g. facades (downloaded on first use).")] = None,
+    paired: Annotated[bool, typer.Option(
+        "--paired", help="Inputs are A|B pairs side by side; the model's direction picks the "
+        "input half.")] = False,
+    side_by_side: Annotated[bool, typer.Option(
+        "--side-by-side", help="Write input|output|target (input|output without "
+        "--paired).")] = False,
+    keep_size: Annotated[bool, typer.Option(
+        "--keep-size", help="Pad (reflect) to a multiple of 2^num_downs instead of resizing to "
+        "the model's size.")] = False,
+    eval_mode: Annotated[bool, typer.Option(
+        "--eval-mode", help="Running batch-norm statistics, no dropout. Default: the paper's "
+        "test-time mode (dropout on, each image's own statistics).")] = False,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", help="Make the paper mode's dropout repeatable.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", min=1, help="Images per forward pass (the results do not depend "
+        "on it).")] = 4,
+    ext: Annotated[Ext, typer.Option(
+        "--ext", help="Output format when OUTPUT is a folder.")] = Ext.png,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace existing outputs.")] = False,
+    skip_bad: Annotated[bool, typer.Option(
+        "--skip-bad", help="Report bad inputs and go on (exit 1) instead of stopping at the "
+        "first (exit 2).")] = False,
+    device: Annotated[str, typer.Option(
+        "--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Translate images with a trained generator: a file, a folder, or stdin to stdout."""
+    if (checkpoint is None) == (task is None):
+        raise P2PError("give --checkpoint PATH or --task NAME, exactly one")
+    stdin = None
+    if input == "-":
+        if sys.stdin.isatty():
+            raise P2PError("input '-' reads an image from stdin, but stdin is a terminal",
+                           "cat x.png | p2p translate ... - out.png")
+        stdin = sys.stdin.buffer.read()
+    plan = core.plan_jobs(input, output, ext.value, overwrite, stdin)
+
+    report = core.Report()
+    if plan.jobs:
+        with contextlib.ExitStack() as bars:
+            model = core.load_model(checkpoint, task, device,
+                                    download_progress=_lazy_bar(bars, f"downloading {task}",
+                                                                "bytes"))
+        options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
+                                        keep_size=keep_size, paper_mode=not eval_mode,
+                                        batch_size=batch_size, seed=seed, skip_bad=skip_bad)
+        with contextlib.ExitStack() as bars:
+            progress = _lazy_bar(bars, "translating", "items") if len(plan.jobs) > 1 else None
+            report = core.translate(model, plan.jobs, options, progress)
+
+    if report.output_bytes is not None:
+        sys.stdout.buffer.write(report.output_bytes)
+        sys.stdout.buffer.flush()
+    _list("not overwritten (exists; --overwrite replaces)", [str(p) for p in plan.existing])
+    _list("skipped", report.bad)
+    where = "stdout" if output == "-" else output
+    console.info(f"translated {report.translated} image(s) -> {where}")
+    if report.bad or plan.existing:
+        console.info(f"{len(report.bad)} bad input(s) skipped, {len(plan.existing)} existing "
+                     "output(s) kept")
+        raise typer.Exit(1)
+
+
+def _lazy_bar(stack: contextlib.ExitStack, description: str, unit: str):
+    """A progress callback that opens its bar on first use (no bar when nothing happens)."""
+    update = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal update
+        if update is None:
+            update = stack.enter_context(console.progress_bar(description, total, unit=unit))
+        update(done, total)
+
+    return progress
+
+
+def _list(label: str, lines: list[str]) -> None:
+    for line in lines[:SHOWN]:
+        console.info(f"{label}: {line}")
+    if len(lines) > SHOWN:
+        console.info(f"{label}: ... and {len(lines) - SHOWN} more")

@@ -1,0 +1,431 @@
+"""Inference: run a pix2pix generator over image files of any size, in batches.
+
+Test-time mode. The paper and its published tables run the generator at test time as in
+training: dropout on, and batch norm normalizing each image with its own statistics (they test at
+batch size 1). That is ``paper_mode`` and the default; ``paper_mode=False`` is the usual eval mode
+(running statistics, no dropout). Paper mode computes every image's statistics on its own even in
+a batch, so the batch size changes the speed, not the result, and running statistics stay intact.
+
+Sizes. By default an image is resized (bicubic, as the published protocol) to the size the model
+was trained at and the output resized back; with ``keep_size`` it is reflect-padded to a multiple
+of 2**num_downs instead and the output cropped back. Either way the output has the input's size.
+
+Decoding and encoding run in a small thread pool (Pillow and torch release the GIL) so that the
+generator, not file handling, sets the pace.
+"""
+
+import contextlib
+import functools
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from p2p.checkpoint import load_generator
+from p2p.errors import P2PError
+from p2p.images import (
+    IMAGE_EXTENSIONS,
+    encode_image,
+    list_images,
+    open_image,
+    pil_to_tensor,
+    save_image,
+    tensor_to_pil,
+)
+from p2p.models import UnetGenerator
+
+DIRECTIONS = ("AtoB", "BtoA")
+STDIN_NAME = "<stdin>"
+# Pillow and torch release the GIL, so a few threads keep decoding and encoding off the critical
+# path; more only compete with torch's own threads for the cores.
+THREADS = min(4, os.cpu_count() or 1)
+
+Progress = Callable[[int, int | None], None]  # (done, total)
+
+
+# ---- the generator at test time --------------------------------------------------------------
+
+def run_generator(generator: nn.Module, batch: torch.Tensor,
+                  paper_mode: bool = True) -> torch.Tensor:
+    """Translate ``batch`` (N, C, H, W), float in [-1, 1], on the generator's device.
+
+    Returns float32 (N, C_out, H, W) in [-1, 1]. H and W must be multiples of 2**num_downs.
+
+    ``paper_mode=True`` is the test-time mode of the paper and its published tables: dropout on,
+    and each batch-norm layer normalizing each image by that image's own statistics (what
+    training-mode batch norm does at the published test batch size of 1), whatever N is; the
+    running statistics are neither used nor updated. ``paper_mode=False`` is eval mode: running
+    statistics, no dropout, deterministic. Dropout draws from torch's global RNG: call
+    ``torch.manual_seed`` first for repeatable paper-mode output. The generator's train/eval
+    state is restored afterwards. Runs under ``torch.inference_mode`` in channels_last, with
+    bf16 autocast on CUDA.
+    """
+    device = batch.device
+    with torch.inference_mode(), _test_time_mode(generator, paper_mode), torch.autocast(
+            device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        output = generator(batch.contiguous(memory_format=torch.channels_last))
+    return output.float().contiguous()
+
+
+@contextlib.contextmanager
+def _test_time_mode(generator: nn.Module, paper_mode: bool) -> Iterator[None]:
+    was_training = generator.training
+    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)] if paper_mode else []
+    generator.train(paper_mode)  # paper mode: dropout on
+    for norm in norms:  # an instance attribute shadows the class's forward until deleted
+        norm.forward = functools.partial(_per_image_batch_norm, norm)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
+        generator.train(was_training)
+
+
+def _per_image_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    # Training-mode batch norm at batch size 1: each image's per-channel mean and biased variance,
+    # then the layer's affine transform, folded into one multiply-add.
+    var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+    scale = torch.rsqrt(var + norm.eps)
+    if norm.affine:
+        scale = scale * norm.weight.float()[:, None, None]
+        shift = norm.bias.float()[:, None, None] - mean * scale
+    else:
+        shift = -mean * scale
+    return torch.addcmul(shift, x.float(), scale).to(x.dtype)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for the block (repeatable dropout) and restore it afterwards."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Model:
+    """A generator ready for translation and what it needs to know about its inputs."""
+
+    generator: UnetGenerator
+    direction: str  # "AtoB": the left half of a pair is the input
+    image_size: int  # the size it was trained at
+    device: torch.device
+
+    @property
+    def in_channels(self) -> int:
+        return self.generator.config.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.generator.config.out_channels
+
+    @property
+    def multiple(self) -> int:
+        """Input sides must be multiples of this (each down level halves them)."""
+        return 2 ** self.generator.config.num_downs
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise P2PError(f"device {name!r}: CUDA is not available here", "use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise P2PError(f"unknown device {name!r}", "use auto, cpu or cuda") from None
+
+
+def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:
+    """The checkpoint of the zoo model ``task``, downloaded on first use."""
+    from p2p import zoo  # here: only --task needs the zoo and its download machinery
+
+    return zoo.checkpoint_path(task, progress=progress)
+
+
+def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = None,
+               device: str = "auto", download_progress: Progress | None = None) -> Model:
+    """Load the generator of a checkpoint (file or run directory) or of a zoo ``task``."""
+    if (checkpoint is None) == (task is None):
+        raise P2PError("give a checkpoint or a task, exactly one",
+                       "--checkpoint PATH or --task NAME")
+    path = zoo_checkpoint(task, download_progress) if task is not None else checkpoint
+    target = pick_device(device)
+    generator, state = load_generator(path, map_location=target)
+    if generator.config.in_channels not in (1, 3) or generator.config.out_channels not in (1, 3):
+        raise P2PError(f"{path}: the generator has {generator.config.in_channels} input and "
+                       f"{generator.config.out_channels} output channels; images have 1 or 3")
+    if state.get("direction") not in DIRECTIONS:
+        raise P2PError(f"{path}: unknown direction {state.get('direction')!r}",
+                       f"expected one of {', '.join(DIRECTIONS)}")
+    generator.to(target, memory_format=torch.channels_last)
+    return Model(generator, state["direction"], int(state["image_size"]), target)
+
+
+# ---- what goes where -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One image to translate: from a file or from bytes, to a file or (target None) to bytes."""
+
+    source: Path | bytes
+    name: str  # for messages
+    target: Path | None
+
+
+@dataclass
+class Plan:
+    jobs: list[Job]
+    existing: list[Path] = field(default_factory=list)  # outputs already there, left alone
+
+
+def plan_jobs(input: str, output: str, ext: str = "png", overwrite: bool = False,
+              stdin: bytes | None = None) -> Plan:
+    """Pair each input image with its output.
+
+    ``input``: an image file, a folder (recursively, in sorted order) or ``-`` (the bytes in
+    ``stdin``). ``output``: a folder (same relative names with extension ``ext``), an image file,
+    or ``-`` (the encoded PNG is returned instead of written). An existing folder, or a path
+    without an image extension, is a folder. Existing outputs are kept unless ``overwrite``.
+    """
+    suffix = f".{ext.lower().lstrip('.')}"
+    if suffix not in IMAGE_EXTENSIONS:
+        raise P2PError(f"unknown output extension {ext!r}",
+                       f"use one of {', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))}")
+    if input == "-":
+        if stdin is None:
+            raise P2PError("input '-' needs the image's bytes from stdin")
+        if output != "-" and Path(output).is_dir():
+            raise P2PError(f"{output}: is a folder; one image from stdin needs an output file",
+                           "name a file, or - for stdout")
+        jobs = [Job(stdin, STDIN_NAME, _output_file(output))]
+    elif Path(input).is_dir():
+        jobs = _folder_jobs(Path(input), output, suffix)
+    elif Path(input).exists():
+        source = Path(input)
+        out = Path(output)
+        if output != "-" and (out.is_dir() or out.suffix.lower() not in IMAGE_EXTENSIONS):
+            out = out / source.with_suffix(suffix).name  # into a folder, created if needed
+        jobs = [Job(source, input, None if output == "-" else _output_file(str(out)))]
+    else:
+        raise P2PError(f"{input}: no such file or folder")
+    if overwrite:
+        return Plan(jobs)
+    existing = [job.target for job in jobs if job.target is not None and job.target.exists()]
+    kept = [job for job in jobs if job.target is None or not job.target.exists()]
+    return Plan(kept, existing)
+
+
+def _output_file(output: str) -> Path | None:
+    if output == "-":
+        return None
+    path = Path(output)
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise P2PError(f"{output}: not an image file name",
+                       f"end it in one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return path
+
+
+def _folder_jobs(folder: Path, output: str, suffix: str) -> list[Job]:
+    if output == "-":
+        raise P2PError(f"{folder}: a folder of images cannot go to stdout",
+                       "name an output folder")
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise P2PError(f"{output}: exists and is not a folder",
+                       "a folder of images needs an output folder")
+    # An output folder inside the input folder must not be read back as input.
+    sources = [p for p in list_images(folder) if not p.resolve().is_relative_to(out.resolve())]
+    if not sources:
+        raise P2PError(f"{folder}: no images in this folder",
+                       f"image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    jobs, claimed = [], {}
+    for source in sources:
+        target = out / source.relative_to(folder).with_suffix(suffix)
+        if target in claimed:
+            raise P2PError(f"{claimed[target]} and {source} would both be written to {target}",
+                           "rename one of them")
+        claimed[target] = source
+        jobs.append(Job(source, str(source), target))
+    return jobs
+
+
+# ---- translation -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    paired: bool = False  # inputs are A|B side by side; the model's direction picks the input
+    side_by_side: bool = False  # write input|output|target (input|output without a target)
+    keep_size: bool = False  # pad to a multiple of 2**num_downs instead of resizing
+    paper_mode: bool = True  # see run_generator
+    batch_size: int = 1
+    seed: int | None = None  # repeatable dropout in paper mode
+    skip_bad: bool = False  # report bad inputs and go on, instead of stopping at the first
+
+
+@dataclass
+class Report:
+    translated: int = 0
+    bad: list[str] = field(default_factory=list)  # one message per skipped input, naming it
+    output_bytes: bytes | None = None  # the encoded output of a job without a target
+
+
+@dataclass
+class _Decoded:
+    job: Job
+    input: Image.Image
+    target: Image.Image | None  # the other half of a pair
+    tensor: torch.Tensor  # (C, H, W) in [-1, 1], resized or padded for the model
+    size: tuple[int, int]  # (H, W) of ``tensor`` before padding
+
+
+def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = TranslateOptions(),
+              progress: Progress | None = None) -> Report:
+    """Translate every job; returns what was done and which inputs were bad.
+
+    A bad input raises its P2PError unless ``options.skip_bad``. Images of the same model-side
+    size are batched together, up to ``options.batch_size``. Each output file appears atomically.
+    """
+    if options.batch_size < 1:
+        raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
+    jobs = list(jobs)
+    report = Report()
+    pending: list[_Decoded] = []
+    written = []
+
+    def advance() -> None:
+        if progress:
+            progress(report.translated + len(report.bad), len(jobs))
+
+    def flush() -> None:
+        batch = torch.stack([item.tensor for item in pending]).to(model.device)
+        outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
+        written.extend(pool.submit(_finish, item, output, options)
+                       for item, output in zip(pending, outputs, strict=True))
+        report.translated += len(pending)
+        pending.clear()
+        advance()
+
+    decode = functools.partial(_decode, model=model, options=options)
+    ahead = 2 * options.batch_size + THREADS
+    with _seeded(options.seed, model.device), ThreadPoolExecutor(THREADS) as pool, \
+            contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
+        for item in decoded:
+            if isinstance(item, P2PError):
+                if not options.skip_bad:
+                    raise item
+                report.bad.append(str(item))
+                advance()
+                continue
+            if pending and pending[0].tensor.shape != item.tensor.shape:
+                flush()
+            pending.append(item)
+            if len(pending) == options.batch_size:
+                flush()
+        if pending:
+            flush()
+        for future in written:
+            data = future.result()
+            if data is not None:
+                report.output_bytes = data
+    return report
+
+
+def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: list, ahead: int) -> Iterator:
+    """``map(fn, items)`` computed in ``pool``, at most ``ahead`` items in advance, in order."""
+    futures = deque()
+    try:
+        for item in items:
+            futures.append(pool.submit(fn, item))
+            if len(futures) > ahead:
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()
+    finally:  # stopped early (a bad input): don't decode what nobody will use
+        for future in futures:
+            future.cancel()
+
+
+def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2PError:
+    try:
+        if options.paired:
+            image, target = _split_pair(job, model)
+        else:
+            image, target = open_image(job.source, model.in_channels, job.name), None
+    except P2PError as exc:
+        return exc  # returned, not raised: the caller decides whether to stop, in input order
+    resized = image if options.keep_size else image.resize(
+        (model.image_size, model.image_size), Image.Resampling.BICUBIC)
+    tensor = pil_to_tensor(resized).float().div_(127.5).sub_(1)
+    return _Decoded(job, image, target, pad_to_multiple(tensor, model.multiple),
+                    tuple(tensor.shape[1:]))
+
+
+def _split_pair(job: Job, model: Model) -> tuple[Image.Image, Image.Image]:
+    both = open_image(job.source, max(model.in_channels, model.out_channels), job.name)
+    width, height = both.size
+    if width < 2:
+        raise P2PError(f"{job.name}: {width} pixel wide, not an A|B pair")
+    left = both.crop((0, 0, width // 2, height))
+    right = both.crop((width // 2, 0, width, height))
+    image, target = (left, right) if model.direction == "AtoB" else (right, left)
+    modes = {1: "L", 3: "RGB"}
+    return image.convert(modes[model.in_channels]), target.convert(modes[model.out_channels])
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (C, H, W) on the right and bottom to sides that are multiples of ``multiple``.
+
+    Reflect padding (no hard edge for the convolutions to react to). It cannot pad more than the
+    side minus one at once, so small images grow in steps; a side of one pixel is replicated.
+    """
+    while True:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if not pad_h and not pad_w:
+            return x
+        if min(height, width) == 1:
+            return F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        x = F.pad(x[None], (0, min(pad_w, width - 1), 0, min(pad_h, height - 1)),
+                  mode="reflect")[0]
+
+
+def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions) -> bytes | None:
+    """Crop and resize the output back to the input's size, compose, encode, write."""
+    height, width = item.size
+    image = tensor_to_pil(output[:, :height, :width])
+    if image.size != item.input.size:
+        image = image.resize(item.input.size, Image.Resampling.BICUBIC)
+    if options.side_by_side:
+        panels = [item.input, image] + ([item.target] if item.target is not None else [])
+        image = _side_by_side(panels)
+    if item.job.target is None:
+        return encode_image(image, "PNG")
+    try:
+        save_image(image, item.job.target)
+    except OSError as exc:
+        raise P2PError(f"{item.job.target}: cannot write ({exc.strerror or exc})") from None
+    return None
+
+
+def _side_by_side(panels: list[Image.Image]) -> Image.Image:
+    mode = "RGB" if any(p.mode == "RGB" for p in panels) else "L"
+    canvas = Image.new(mode, (sum(p.width for p in panels), max(p.height for p in panels)))
+    left = 0
+    for panel in panels:
+        canvas.paste(panel.convert(mode), (left, 0))
+        left += panel.width
+    return canvas
