@@ -1,0 +1,1 @@
+complete --command p2p --no-files --arguments "(env _P2P_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) p2p)" --condition "env _P2P_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) p2p"
