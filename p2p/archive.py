@@ -125,6 +125,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     total = archive.stat().st_size
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; it becomes an ordinary folder
     try:
         with open(archive, "rb") as raw:
             if zipfile.is_zipfile(raw):

@@ -18,7 +18,7 @@ from p2p.errors import P2PError
 # Seconds before the first retry; doubled after each failed attempt (tests set it to 0).
 BACKOFF_BASE = 1.0
 CHUNK_SIZE = 1 << 16
-RETRY_HINT = "check the network and run again to resume, or download the file another way"
+RETRY_HINT = "check the network and run again to resume"
 
 Progress = Callable[[int, int | None], None]
 
