@@ -1,0 +1,35 @@
+"""Timing helpers shared by the benchmark scripts: medians after warm-up, the matmul roofline."""
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
+                   warmup: int = 1) -> float:
+    """The median wall time of ``fn`` over ``repeats`` runs, after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+    """The machine's measured dense matmul throughput: the roofline the figures are compared to."""
+    n = 2048 if device.type == "cpu" else 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / median_seconds(lambda: a @ b, repeats, device, warmup=2) / 1e9

@@ -1,0 +1,108 @@
+"""Training speed of a recipe (default: facades, 256x256, batch 1) on this machine.
+
+Runs the real training step (batch assembly, crop/flip, D step, G step, both Adam steps) for
+``--warmup`` iterations, then ``--windows`` timed windows of ``--window`` iterations each, and
+reports the median iterations/s, the GFLOP of one iteration (torch.utils.flop_counter), and the
+fraction of the machine's measured matmul GFLOP/s that the training reaches.
+
+    python benchmarks/train_speed.py [--recipe recipes/facades.yaml] [--data ../shared/data/facades]
+        [--windows 5] [--window 5] [--set train.fused_adam=false ...] [--json]
+
+Timings on shared machines are noisy: other processes take cores away mid-run.
+"""
+
+import argparse
+import contextlib
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_gflops, synchronize  # noqa: E402
+
+from p2p import train as core  # noqa: E402
+from p2p.data.paired import augment, batch_indices, to_float  # noqa: E402
+from p2p.recipe import load_recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "facades.yaml"))
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "facades"))
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window", type=int, default=5, help="iterations per timed window")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    t, d = recipe.train, recipe.data
+    device = core.pick_device(t.device)
+    dataset = core.load_dataset(recipe, Path(args.data))
+    models = core.build_models(recipe, device)
+    amp = device.type == "cuda" and t.amp
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    forward_g, forward_d = models.generator, models.discriminator
+    if t.compile:
+        forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
+    memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
+                     else torch.contiguous_format)
+
+    def step(iteration: int) -> None:
+        source, target = dataset.get_many(batch_indices(len(dataset), iteration, d.batch_size,
+                                                        t.seed))
+        source, target = augment(source, target, d.crop_size, d.flip, t.seed, iteration)
+        source, target = (to_float(x.to(device)).contiguous(memory_format=memory_format)
+                          for x in (source, target))
+        core.train_step(models, source, target, recipe, autocast, forward_g, forward_d)
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(0)
+    gflop = counter.get_total_flops() / 1e9
+    iteration = 1
+    for _ in range(args.warmup):
+        step(iteration)
+        iteration += 1
+    rates = []
+    for _ in range(args.windows):
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(args.window):
+            step(iteration)
+            iteration += 1
+        synchronize(device)
+        rates.append(args.window / (time.perf_counter() - start))
+    dtype = torch.bfloat16 if amp else torch.float32
+    matmul = matmul_gflops(device, dtype)
+    its = statistics.median(rates)
+    result = {"recipe": recipe.name, "device": str(device),
+              "processor": platform.processor() or platform.machine(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "batch_size": d.batch_size, "crop_size": d.crop_size,
+              "overrides": args.overrides, "it_per_s": its, "window_it_per_s": rates,
+              "gflop_per_iteration": gflop, "achieved_gflop_per_s": its * gflop,
+              f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_s": matmul,
+              "roofline_fraction": its * gflop / matmul}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{recipe.name} on {device} ({result['processor']}), torch {torch.__version__}, "
+          f"{result['threads']} threads, batch {d.batch_size}, {d.crop_size}x{d.crop_size}")
+    print(f"{gflop:.1f} GFLOP per iteration; median of {args.windows} windows of {args.window} "
+          f"iterations: {its:.3f} it/s ({', '.join(f'{r:.3f}' for r in rates)})")
+    print(f"achieved {its * gflop:.1f} GFLOP/s; matmul {matmul:.1f} GFLOP/s; "
+          f"roofline fraction {its * gflop / matmul:.0%}")
+
+
+if __name__ == "__main__":
+    main()
