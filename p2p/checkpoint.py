@@ -47,11 +47,14 @@ def resolve(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_weights_only(path: str | os.PathLike,
-                      map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` of any file (ours or published) that refuses arbitrary pickled objects."""
+def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                      mmap: bool = False) -> Any:
+    """``torch.load`` of any file (ours or published) that refuses arbitrary pickled objects.
+
+    ``mmap=True`` (files written by ``torch.save``) reads tensors only when they are used.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise P2PError(f"{path}: refused to load: it needs arbitrary pickled objects, which could "
                        f"run code ({str(exc).splitlines()[0]})",

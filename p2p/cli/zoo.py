@@ -1,0 +1,111 @@
+"""``p2p zoo list|pull|import|export``: published pix2pix weights as p2p checkpoints."""
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from p2p import zoo
+from p2p.cli import console
+
+app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
+                  no_args_is_help=True)
+
+
+def _bar_on_first_call(stack: contextlib.ExitStack, name: str) -> Callable[..., None]:
+    """A download progress callback whose bar appears only if a download actually starts."""
+    bar = None
+
+    def update(done: int, total: int | None = None) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = stack.enter_context(console.progress_bar(f"downloading {name}", unit="bytes"))
+        bar(done, total)
+
+    return update
+
+
+def _size(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 1e6:.1f} MB"
+
+
+@app.command("list")
+def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False
+          ) -> None:
+    """List the zoo: name, task, direction, source, size, whether it is present."""
+    rows = zoo.listing()
+    if json_out:
+        print(json.dumps([zoo.as_dict(r) for r in rows], indent=2))
+        return
+    table = Table("name", "task", "direction", "source", "size", "present")
+    for r in rows:
+        table.add_row(r.name, r.task, r.direction, r.source, _size(r.size),
+                      f"yes ({_size(r.local_size)})" if r.present else "no")
+    # Not a terminal: no width limit, so names are never cut in pipes and logs.
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)
+
+
+@app.command("pull")
+def pull(
+    name: Annotated[str, typer.Argument(help="Zoo name (see 'p2p zoo list').")],
+    url: Annotated[str | None, typer.Option(
+        "--url", help="Download from this mirror instead (same checksum).")] = None,
+    source_file: Annotated[Path | None, typer.Option(
+        "--from", help="Use this already downloaded file (same checks); it is left in place.")
+    ] = None,
+) -> None:
+    """Download, verify and convert a published model; prints the checkpoint path on stdout."""
+    with contextlib.ExitStack() as stack:
+        pulled = zoo.pull(name, url=url, source_file=source_file,
+                          progress=_bar_on_first_call(stack, name))
+    if pulled.verified:
+        console.info(f"sha256 verified: {pulled.sha256}")
+    else:
+        console.info(f"no published checksum for {name}; recorded sha256 {pulled.sha256}")
+    print(pulled.path)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="A generator checkpoint in a published layout.")],
+    layout: Annotated[str, typer.Option(
+        "--format", help="official (e.g. a junyanz latest_net_G.pth) or mmagic.")],
+    name: Annotated[str, typer.Option("--name", help="Zoo name to store it under.")],
+    direction: Annotated[str, typer.Option(
+        "--direction", help="AtoB or BtoA on its dataset.")] = "AtoB",
+    image_size: Annotated[int, typer.Option(
+        "--image-size", help="Image size it was trained at.")] = 256,
+    bgr: Annotated[bool, typer.Option(
+        "--bgr", help="It reads and writes BGR (mmagic *convert-bgr* files): make it RGB.")
+    ] = False,
+    dropout: Annotated[bool, typer.Option(
+        "--dropout/--no-dropout",
+        help="It was trained with dropout (the pix2pix default; weights cannot tell).")] = True,
+) -> None:
+    """Convert a checkpoint of a published layout into the zoo; prints the checkpoint path."""
+    print(zoo.import_file(file, layout, name, direction=direction, image_size=image_size,
+                          bgr=bgr, dropout=dropout))
+
+
+@app.command("export")
+def export(
+    source: Annotated[str, typer.Argument(
+        metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file or run directory.")],
+    out: Annotated[Path, typer.Argument(help="Output file.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+) -> None:
+    """Export a generator (eval mode, dynamic batch axis), checked against ours."""
+    with contextlib.ExitStack() as stack:
+        result = zoo.export(source, fmt, out, progress=_bar_on_first_call(stack, source))
+    if result.checked_with is None:
+        console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
+    else:
+        console.info(f"checked with {result.checked_with}: max difference to ours "
+                     f"{result.max_abs_diff:.2g} on a batch of 2")
+    print(result.path)

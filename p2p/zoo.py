@@ -1,0 +1,482 @@
+"""Published pix2pix weights: the registry, pull (download + verify + convert), import and export.
+
+Two families are published, with two module trees for the same U-Net:
+
+- official (junyanz/pytorch-CycleGAN-and-pix2pix): a bare generator state_dict of a recursive
+  ``UnetSkipConnectionBlock`` tree, keys like ``model.model.1.model.3.model.1.weight``;
+- mmagic (open-mmlab): a training checkpoint whose ``state_dict`` holds
+  ``generators.<domain>.model.model.1.model.0.conv.weight`` (mmcv ``ConvModule``s with ``conv`` and
+  ``bn`` children), plus discriminator weights that translation does not need.
+
+Both map one to one onto our flat ``down[i]`` / ``up[i]`` blocks (level i of the recursion is our
+``down[i]`` and ``up[i]``). Conversion is strict: every generator tensor is used, every shape is
+checked, only ``num_batches_tracked`` (absent from files saved before PyTorch 0.4.1) may be missing.
+Converted weights are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
+"""
+
+import dataclasses
+import difflib
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from p2p import checkpoint
+from p2p.download import download, sha256_file
+from p2p.errors import P2PError
+from p2p.models import GeneratorConfig, UnetGenerator
+from p2p.paths import atomic_path, zoo_dir
+
+LAYOUTS = ("official", "mmagic")
+EXPORT_FORMATS = ("onnx", "torchscript")
+CHECKPOINT_NAME = "generator.pt"
+
+MMAGIC_URL = "https://download.openmmlab.com/mmediting/pix2pix/refactor/"
+OFFICIAL_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/"
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    task: str
+    dataset: str  # the paired dataset it was trained on (A|B images, A on the left)
+    direction: str  # "AtoB" or "BtoA" on that dataset
+    layout: str  # "official" or "mmagic": the key layout of the published file
+    url: str
+    sha256: str | None  # full digest where known, else the prefix published in the file name
+    size: int | None = None  # bytes of the published file, where known
+    bgr: bool = False  # the published generator reads and writes BGR
+    domain: str | None = None  # mmagic: the generator's key under ``generators.``
+    image_size: int = 256
+
+
+def _mmagic(name: str, task: str, dataset: str, direction: str, domain: str, file: str,
+            bgr: bool) -> ZooEntry:
+    # mmagic file names end with the first 8 hex digits of the file's sha256.
+    return ZooEntry(name, task, dataset, direction, "mmagic", MMAGIC_URL + file,
+                    sha256=file.rsplit("-", 1)[1].removesuffix(".pth"), bgr=bgr, domain=domain)
+
+
+def _official(name: str, task: str, dataset: str, direction: str) -> ZooEntry:
+    # The official model server publishes no checksums; pull records the digest it received.
+    return ZooEntry(f"official-{name}", task, dataset, direction, "official",
+                    f"{OFFICIAL_URL}{name}.pth", sha256=None)
+
+
+# The four runs of the seeds' table (mmagic configs/pix2pix) and the official PyTorch generators
+# (scripts/download_pix2pix_model.sh). All are unet_256 with batch norm and dropout.
+ENTRIES: list[ZooEntry] = [
+    _mmagic("facades", "facade labels -> photo", "facades", "BtoA", "photo",
+            "pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-c0958d50.pth", bgr=False),
+    _mmagic("aerial2maps", "aerial photo -> map", "maps", "AtoB", "map",
+            "pix2pix_vanilla_unet_bn_a2b_1x1_219200_maps_convert-bgr_20210902_170729-59a31517.pth",
+            bgr=True),
+    _mmagic("maps2aerial", "map -> aerial photo", "maps", "BtoA", "aerial",
+            "pix2pix_vanilla_unet_bn_b2a_1x1_219200_maps_convert-bgr_20210902_170814-6d2eac4a.pth",
+            bgr=True),
+    _mmagic("edges2shoes", "shoe edges -> photo", "edges2shoes", "AtoB", "photo",
+            "pix2pix_vanilla_unet_bn_wo_jitter_flip_1x4_186840_edges2shoes_convert-bgr_"
+            "20210902_170902-0c828552.pth", bgr=True),
+    _official("facades_label2photo", "facade labels -> photo", "facades", "BtoA"),
+    _official("sat2map", "aerial photo -> map", "maps", "AtoB"),
+    _official("map2sat", "map -> aerial photo", "maps", "BtoA"),
+    _official("edges2shoes", "shoe edges -> photo", "edges2shoes", "AtoB"),
+    _official("day2night", "day -> night", "night2day", "BtoA"),
+]
+
+Progress = Callable[[int, int | None], None]
+
+
+# --- names and places ---------------------------------------------------------------------------
+
+def converted_path(name: str) -> Path:
+    return zoo_dir() / name / CHECKPOINT_NAME
+
+
+def imported_names() -> list[str]:
+    """Names present under the zoo folder that are not registry entries (``zoo import``)."""
+    folder = zoo_dir()
+    registry = {e.name for e in ENTRIES}
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in registry and (p / CHECKPOINT_NAME).is_file())
+
+
+def _unknown(name: str) -> P2PError:
+    known = [e.name for e in ENTRIES] + imported_names()
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    close += [k for k in known if name.lower() in k.lower() and k not in close]
+    hint = f"did you mean {', '.join(close[:3])}?" if close else "see 'p2p zoo list'"
+    return P2PError(f"unknown zoo model {name!r}", hint)
+
+
+def find_entry(name: str) -> ZooEntry:
+    for entry in ENTRIES:
+        if entry.name == name:
+            return entry
+    raise _unknown(name)
+
+
+def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
+    """The local converted checkpoint of zoo entry ``name``, pulled on first use."""
+    path = converted_path(name)
+    if path.is_file():
+        return path
+    return pull(find_entry(name).name, progress=progress).path
+
+
+# --- reading published files --------------------------------------------------------------------
+
+def _module_paths(layout: str, num_downs: int) -> dict[str, str]:
+    """Where each of our layers (``down.3.conv``...) sits in the published module tree.
+
+    Level ``d`` of the recursion holds our ``down[d]`` and ``up[d]``; its ``model`` Sequential is
+    official: outermost ``[conv, sub, relu, upconv, tanh]``, middle ``[lrelu, conv, norm, sub,
+    relu, upconv, norm, (dropout)]``, innermost ``[lrelu, conv, relu, upconv, norm]``;
+    mmagic: ``[down, sub, up, (tanh|dropout)]``, innermost ``[down, up]``, where ``down`` and
+    ``up`` are ConvModules holding ``conv`` and ``bn``.
+    """
+    paths = {}
+    block = "model.model"
+    for d in range(num_downs):
+        outermost, innermost = d == 0, d == num_downs - 1
+        if layout == "official":
+            up_conv = 3 if outermost or innermost else 5
+            paths[f"down.{d}.conv"] = f"{block}.{0 if outermost else 1}"
+            paths[f"down.{d}.norm"] = f"{block}.2"
+            paths[f"up.{d}.conv"] = f"{block}.{up_conv}"
+            paths[f"up.{d}.norm"] = f"{block}.{up_conv + 1}"
+            block = f"{block}.{1 if outermost else 3}.model"
+        else:
+            up = 1 if innermost else 2
+            paths[f"down.{d}.conv"] = f"{block}.0.conv"
+            paths[f"down.{d}.norm"] = f"{block}.0.bn"
+            paths[f"up.{d}.conv"] = f"{block}.{up}.conv"
+            paths[f"up.{d}.norm"] = f"{block}.{up}.bn"
+            block = f"{block}.1.model"
+    return paths
+
+
+def published_names(config: GeneratorConfig, layout: str) -> dict[str, str]:
+    """Our state_dict key -> the published key, for every tensor of our generator."""
+    paths = _module_paths(layout, config.num_downs)
+    with torch.device("meta"):  # names and shapes only: no memory, no init cost
+        ours = UnetGenerator(config).state_dict()
+    names = {}
+    for key in ours:
+        layer, param = key.rsplit(".", 1)
+        names[key] = f"{paths[layer]}.{param}"
+    return names
+
+
+def generator_tensors(raw: Any, layout: str, origin: str,
+                      domain: str | None = None) -> dict[str, torch.Tensor]:
+    """The generator's tensors of a loaded published file, keyed relative to the generator."""
+    if layout not in LAYOUTS:
+        raise P2PError(f"unknown checkpoint format {layout!r}", f"use one of {', '.join(LAYOUTS)}")
+    if layout == "mmagic":
+        state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+        if not isinstance(state, dict):
+            raise P2PError(f"{origin}: not an mmagic checkpoint (no state_dict)",
+                           "try --format official")
+        domains = sorted({k.split(".")[1] for k in state if k.startswith("generators.")})
+        if domain is not None and domain not in domains:
+            raise P2PError(f"{origin}: no generator for domain {domain!r} in this mmagic "
+                           f"checkpoint (found: {', '.join(domains) or 'none'})",
+                           "is it the right file? try --format official")
+        if domain is None:
+            if len(domains) != 1:
+                raise P2PError(f"{origin}: expected one mmagic generator, found "
+                               f"{len(domains)} ({', '.join(domains)})",
+                               "try --format official" if not domains else None)
+            domain = domains[0]
+        prefix = f"generators.{domain}."
+        tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    else:
+        if not isinstance(raw, dict):
+            raise P2PError(f"{origin}: not an official generator state_dict",
+                           "try --format mmagic")
+        tensors = dict(raw)
+    bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise P2PError(f"{origin}: {bad[0]!r} is not a tensor", "is it a generator checkpoint?")
+    return tensors
+
+
+def infer_config(tensors: dict[str, torch.Tensor], layout: str, origin: str,
+                 dropout: bool = True) -> GeneratorConfig:
+    """The U-Net these tensors belong to: depth, width, channels and norm read from the shapes.
+
+    Dropout has no weights, so it cannot be read; the published runs all use it.
+    """
+    convs = sum(1 for v in tensors.values() if v.dim() == 4)  # one down and one up conv per level
+    num_downs = convs // 2
+    paths = _module_paths(layout, max(num_downs, 1))
+    first = tensors.get(paths["down.0.conv"] + ".weight")
+    last = tensors.get(paths["up.0.conv"] + ".weight")
+    if convs % 2 or num_downs < 5 or first is None or last is None:
+        other = "mmagic" if layout == "official" else "official"
+        raise P2PError(f"{origin}: not a {layout} pix2pix U-Net generator "
+                       f"({len(tensors)} tensors, {convs} convolutions)",
+                       f"try --format {other}")
+    # Batch norm keeps running statistics; instance norm (the other published choice) has none.
+    norm = "batch" if any(k.endswith(".running_mean") for k in tensors) else "instance"
+    return GeneratorConfig(in_channels=first.shape[1], out_channels=last.shape[1],
+                           num_downs=num_downs, ngf=first.shape[0], norm=norm, dropout=dropout)
+
+
+def _sample(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def convert(tensors: dict[str, torch.Tensor], layout: str, origin: str, *, bgr: bool = False,
+            dropout: bool = True) -> UnetGenerator:
+    """Our generator holding exactly the published generator's weights (RGB in and out)."""
+    config = infer_config(tensors, layout, origin, dropout)
+    names = published_names(config, layout)
+    generator = UnetGenerator(config)
+    ours = generator.state_dict()
+    missing = [theirs for key, theirs in names.items() if theirs not in tensors
+               and not key.endswith("num_batches_tracked")]
+    unused = sorted(set(tensors) - set(names.values()))
+    if missing or unused:
+        raise P2PError(f"{origin}: does not match the {layout} U-Net layout: "
+                       + "; ".join(filter(None, [
+                           missing and f"{len(missing)} missing ({_sample(missing)})",
+                           unused and f"{len(unused)} unexpected ({_sample(unused)})"])),
+                       "is it a pix2pix U-Net generator? check --format")
+    state = {}
+    for key, theirs in names.items():
+        if theirs not in tensors:  # num_batches_tracked of a pre-0.4.1 file: keep ours (0)
+            state[key] = ours[key]
+            continue
+        value = tensors[theirs]
+        if value.shape != ours[key].shape:
+            raise P2PError(f"{origin}: {theirs} has shape {tuple(value.shape)}, expected "
+                           f"{tuple(ours[key].shape)} for a U-Net with {config.num_downs} levels "
+                           f"and {config.ngf} base channels", "is the file complete?")
+        state[key] = value
+    if bgr:
+        state = _bgr_to_rgb(state, config, origin)
+    generator.load_state_dict(state)
+    return generator
+
+
+def _bgr_to_rgb(state: dict[str, torch.Tensor], config: GeneratorConfig,
+                origin: str) -> dict[str, torch.Tensor]:
+    """Reverse the colour channels a BGR generator reads (first conv) and writes (last conv)."""
+    if config.in_channels != 3 or config.out_channels != 3:
+        raise P2PError(f"{origin}: --bgr needs 3 input and 3 output channels")
+    state = dict(state)
+    flip = [2, 1, 0]
+    # Conv2d weights are (out, in, k, k); ConvTranspose2d weights are (in, out, k, k).
+    state["down.0.conv.weight"] = state["down.0.conv.weight"][:, flip]
+    state["up.0.conv.weight"] = state["up.0.conv.weight"][:, flip]
+    state["up.0.conv.bias"] = state["up.0.conv.bias"][flip]
+    return state
+
+
+# --- pull and import ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pulled:
+    path: Path  # the converted checkpoint
+    sha256: str  # full digest of the published file that was converted
+    verified: bool  # False: the registry has no checksum for it, the digest was only recorded
+
+
+def _store(generator: UnetGenerator, name: str, direction: str, image_size: int,
+           source: dict[str, Any]) -> Path:
+    path = converted_path(name)
+    checkpoint.save_checkpoint(path, {**checkpoint.generator_state(generator, direction,
+                                                                   image_size),
+                                      "source": source, "zoo_name": name})
+    return path
+
+
+def _convert_file(path: Path, layout: str, *, domain: str | None = None, bgr: bool = False,
+                  dropout: bool = True) -> UnetGenerator:
+    raw = checkpoint.load_weights_only(path)
+    return convert(generator_tensors(raw, layout, str(path), domain), layout, str(path), bgr=bgr,
+                   dropout=dropout)
+
+
+def pull(name: str, *, url: str | None = None, source_file: str | os.PathLike | None = None,
+         progress: Progress | None = None) -> Pulled:
+    """Download (or take ``source_file``), verify, convert and store zoo entry ``name``.
+
+    ``url`` replaces the registry's address (a mirror of the same file: the same checksum
+    applies). A download that fails its checksum is deleted; a ``source_file`` is never deleted.
+    """
+    entry = find_entry(name)
+    if source_file is not None:
+        file = Path(source_file)
+        if not file.is_file():
+            raise P2PError(f"{file}: no such file")
+        digest = sha256_file(file)
+        if entry.sha256 and not digest.startswith(entry.sha256):
+            raise P2PError(f"checksum mismatch for {file}: expected sha256 {entry.sha256} "
+                           f"({entry.name}), got {digest}",
+                           "is it the right file? it was left as it is")
+        origin = str(file)
+    else:
+        origin = url or entry.url
+        file = zoo_dir() / entry.name / origin.rsplit("/", 1)[-1].split("?")[0]
+        download(origin, file, sha256=entry.sha256, size=entry.size, progress=progress)
+        digest = sha256_file(file)
+    try:
+        generator = _convert_file(file, entry.layout, domain=entry.domain, bgr=entry.bgr)
+    finally:
+        if source_file is None:
+            file.unlink()  # the converted checkpoint replaces it; a refused file is of no use
+    path = _store(generator, entry.name, entry.direction, entry.image_size,
+                  {"layout": entry.layout, "origin": origin, "sha256": digest, "bgr": entry.bgr})
+    return Pulled(path, digest, verified=entry.sha256 is not None)
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def import_file(file: str | os.PathLike, layout: str, name: str, *, direction: str = "AtoB",
+                image_size: int = 256, bgr: bool = False, dropout: bool = True) -> Path:
+    """Convert a published-layout checkpoint (e.g. a junyanz ``latest_net_G.pth``) into the zoo."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise P2PError(f"invalid zoo name {name!r}",
+                       "use letters, digits, '.', '_' and '-', starting with a letter or digit")
+    if any(e.name == name for e in ENTRIES):
+        raise P2PError(f"{name!r} is a registry model",
+                       f"use 'p2p zoo pull {name} --from FILE', or choose another name")
+    if direction not in ("AtoB", "BtoA"):
+        raise P2PError(f"invalid direction {direction!r}", "use AtoB or BtoA")
+    file = Path(file)
+    if not file.is_file():
+        raise P2PError(f"{file}: no such file")
+    generator = _convert_file(file, layout, bgr=bgr, dropout=dropout)
+    return _store(generator, name, direction, image_size,
+                  {"layout": layout, "origin": str(file.resolve()), "sha256": sha256_file(file),
+                   "bgr": bgr})
+
+
+# --- list -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Listing:
+    name: str
+    task: str
+    direction: str
+    source: str  # "mmagic", "official" or "imported"
+    size: int | None  # bytes of the published file, where known
+    present: bool
+    local_size: int | None  # bytes of the converted checkpoint, when present
+
+
+def listing() -> list[Listing]:
+    rows = []
+    for entry in ENTRIES:
+        path = converted_path(entry.name)
+        present = path.is_file()
+        rows.append(Listing(entry.name, entry.task, entry.direction, entry.layout, entry.size,
+                            present, path.stat().st_size if present else None))
+    for name in imported_names():
+        path = converted_path(name)
+        # mmap: reads the few plain values without reading the tensors.
+        state = checkpoint.load_weights_only(path, mmap=True)
+        rows.append(Listing(name, f"imported ({state['source']['layout']})", state["direction"],
+                            "imported", None, True, path.stat().st_size))
+    return rows
+
+
+def as_dict(row: Listing) -> dict[str, Any]:
+    return dataclasses.asdict(row)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    checked_with: str | None  # "torchscript" or "onnxruntime"; None: onnxruntime not installed
+    max_abs_diff: float | None  # largest output difference to our model on a batch of 2
+
+
+EXPORT_TOLERANCE = 1e-4
+
+
+def resolve_generator(source: str, progress: Progress | None = None) -> Path:
+    """A checkpoint file, a run directory, or a zoo name (pulled on first use)."""
+    if Path(source).exists():
+        return checkpoint.resolve(source)
+    return checkpoint_path(source, progress)
+
+
+def export(source: str, fmt: str, out: str | os.PathLike,
+           progress: Progress | None = None) -> Exported:
+    """Write the generator of ``source`` as ONNX or TorchScript, batch axis dynamic.
+
+    The exported model is the generator in eval mode (running statistics, no dropout): a fixed
+    function that can be checked. It is run on a batch of 2 against ours before it is kept.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise P2PError(f"unknown export format {fmt!r}", f"use one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "onnx":
+        _onnx()  # fail before any download or conversion
+    generator, state = checkpoint.load_generator(resolve_generator(source, progress))
+    generator.eval()
+    size, channels = state["image_size"], generator.config.in_channels
+    rng = torch.Generator().manual_seed(0)
+    example = torch.rand(1, channels, size, size, generator=rng) * 2 - 1
+    batch = torch.rand(2, channels, size, size, generator=rng) * 2 - 1
+    with torch.no_grad():
+        expected = generator(batch)
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        # torch marks both exporters as deprecated in favour of torch.export; they still work.
+        warnings.simplefilter("ignore")
+        if fmt == "torchscript":
+            actual, checked_with = _export_torchscript(generator, example, batch, tmp)
+        else:
+            actual, checked_with = _export_onnx(generator, example, batch, tmp)
+        diff = None if actual is None else (actual - expected).abs().max().item()
+        if diff is not None and not diff <= EXPORT_TOLERANCE:
+            raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
+                           f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
+                           "this is a bug in p2p or torch; please report it")
+    return Exported(Path(out), checked_with, diff)
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise P2PError("ONNX export needs the onnx package",
+                       "install the extra: pip install 'p2p[onnx]'") from None
+    return onnx
+
+
+def _export_torchscript(generator: UnetGenerator, example: torch.Tensor, batch: torch.Tensor,
+                        tmp: Path) -> tuple[torch.Tensor, str]:
+    with torch.no_grad():
+        traced = torch.jit.trace(generator, example)
+    traced.save(str(tmp))
+    with torch.no_grad():
+        return torch.jit.load(str(tmp)).eval()(batch), "torchscript"
+
+
+def _export_onnx(generator: UnetGenerator, example: torch.Tensor, batch: torch.Tensor,
+                 tmp: Path) -> tuple[torch.Tensor | None, str | None]:
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}}
+    torch.onnx.export(generator, (example,), str(tmp), input_names=["input"],
+                      output_names=["output"], dynamic_axes=axes, dynamo=False)
+    _onnx().checker.check_model(str(tmp))
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, None
+    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    output = session.run(None, {"input": batch.numpy()})[0]
+    return torch.from_numpy(output), "onnxruntime"

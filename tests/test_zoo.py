@@ -1,0 +1,402 @@
+"""The zoo: fake published checkpoints in both key layouts, served locally, pulled and converted.
+
+The "published" generators here are built by a small recursive U-Net written for these tests from
+the published module trees (official: one Sequential per level; mmagic: ConvModule-like units with
+``conv`` and ``bn`` children), so the conversion is checked against an independent implementation:
+same outputs, not only same keys.
+"""
+
+import dataclasses
+import hashlib
+import io
+import json
+import pathlib
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from p2p import checkpoint, zoo
+from p2p.errors import P2PError
+from p2p.models import GeneratorConfig, UnetGenerator
+
+SMALL = {"num_downs": 6, "ngf": 8}
+SIZE = 64  # 2**6: the innermost level is 1x1, as in unet_256 at 256
+
+
+class ConvUnit(nn.Module):
+    """An mmcv ConvModule with order (act, conv, norm): children ``conv`` and ``bn``."""
+
+    def __init__(self, conv: nn.Module, act: nn.Module | None, norm: nn.Module | None):
+        super().__init__()
+        self.act, self.conv = act, conv
+        if norm is not None:
+            self.bn = norm
+
+    def forward(self, x):
+        x = self.conv(x if self.act is None else self.act(x))
+        return self.bn(x) if hasattr(self, "bn") else x
+
+
+class PublishedBlock(nn.Module):
+    """One level of the published recursive U-Net: ``model`` = down, submodule, up, tail."""
+
+    def __init__(self, layout, outer, inner, in_ch, sub, outermost=False, innermost=False,
+                 dropout=False, norm="batch"):
+        super().__init__()
+        self.outermost = outermost
+        # Instance norm has no shift of its own (no affine parameters), so the convs carry a bias.
+        bias = norm == "instance"
+
+        def norm_layer(c):
+            return nn.BatchNorm2d(c) if norm == "batch" else nn.InstanceNorm2d(c)
+
+        down_act = None if outermost else nn.LeakyReLU(0.2)
+        down_conv = nn.Conv2d(in_ch, inner, 4, 2, 1, bias=bias)
+        down_norm = None if outermost or innermost else norm_layer(inner)
+        up_conv = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, 2, 1,
+                                     bias=outermost or bias)
+        up_norm = None if outermost else norm_layer(outer)
+        tail = [nn.Tanh()] if outermost else [nn.Dropout(0.5)] if dropout else []
+        middle = [] if innermost else [sub]
+        if layout == "official":
+            down = [m for m in (down_act, down_conv, down_norm) if m is not None]
+            up = [m for m in (nn.ReLU(), up_conv, up_norm) if m is not None]
+        else:
+            down, up = [ConvUnit(down_conv, down_act, down_norm)], [ConvUnit(up_conv, nn.ReLU(),
+                                                                              up_norm)]
+        self.model = nn.Sequential(*down, *middle, *up, *tail)
+
+    def forward(self, x):
+        y = self.model(x)
+        return y if self.outermost else torch.cat([x, y], 1)
+
+
+class PublishedUnet(nn.Module):
+    def __init__(self, layout, num_downs=8, ngf=64, in_ch=3, out_ch=3, norm="batch"):
+        super().__init__()
+        block = PublishedBlock(layout, ngf * 8, ngf * 8, ngf * 8, None, innermost=True, norm=norm)
+        for _ in range(num_downs - 5):
+            block = PublishedBlock(layout, ngf * 8, ngf * 8, ngf * 8, block, dropout=True,
+                                   norm=norm)
+        for mult in (4, 2, 1):
+            block = PublishedBlock(layout, ngf * mult, ngf * mult * 2, ngf * mult, block,
+                                   norm=norm)
+        self.model = PublishedBlock(layout, out_ch, ngf, in_ch, block, outermost=True, norm=norm)
+
+    def forward(self, x):
+        return self.model(x)
+
+
+def seeded(module: nn.Module, seed: int) -> nn.Module:
+    """Random values in every tensor (biases and running statistics too), so nothing is neutral."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            if name.endswith("num_batches_tracked"):
+                t.fill_(123)
+            elif name.endswith("running_var"):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+            else:
+                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
+    return module
+
+
+def published_file(layout: str, *, seed=0, domain="photo", drop_batches_tracked=False,
+                   **shape) -> tuple[PublishedUnet, bytes]:
+    source = seeded(PublishedUnet(layout, **{**SMALL, **shape}), seed)
+    weights = source.state_dict()
+    if drop_batches_tracked:  # as saved by PyTorch < 0.4.1
+        weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
+    if layout == "mmagic":
+        weights = {"meta": {"mmcv_version": "1.3.12", "iter": 80000},
+                   "state_dict": {**{f"generators.{domain}.{k}": v for k, v in weights.items()},
+                                  "discriminators.photo.model.0.conv.weight":
+                                      torch.randn(8, 6, 4, 4)}}
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    return source, buffer.getvalue()
+
+
+def serve(http_server, monkeypatch, name: str, body: bytes, full_hash=False) -> zoo.ZooEntry:
+    """Point registry entry ``name`` at the local server, with the checksum of ``body``."""
+    digest = hashlib.sha256(body).hexdigest()
+    path = f"/{name}.pth"
+    http_server.add(path, body)
+    entries = [dataclasses.replace(e, url=http_server.url + path,
+                                   sha256=digest if full_hash else digest[:8], image_size=SIZE)
+               if e.name == name else e for e in zoo.ENTRIES]
+    monkeypatch.setattr(zoo, "ENTRIES", entries)
+    return zoo.find_entry(name)
+
+
+def flip(x: torch.Tensor) -> torch.Tensor:
+    return x[:, [2, 1, 0]]
+
+
+def assert_same_function(ours: nn.Module, source: nn.Module, bgr: bool = False) -> None:
+    """Equal outputs in eval mode and in paper mode (batch statistics, seeded dropout)."""
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+    def run_source(v):
+        return flip(source(flip(v))) if bgr else source(v)
+
+    with torch.no_grad():
+        for train in (False, True):
+            ours.train(train)
+            source.train(train)
+            torch.manual_seed(5)
+            expected = run_source(x)
+            torch.manual_seed(5)
+            actual = ours(x)
+            torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-4)
+
+
+# --- layout facts at full size ------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", zoo.LAYOUTS)
+def test_full_unet_256_keys_and_shapes_match_published_layout(layout):
+    with torch.device("meta"):
+        published = PublishedUnet(layout).state_dict()
+        ours = UnetGenerator(GeneratorConfig()).state_dict()
+    config = zoo.infer_config(published, layout, "test")
+    assert config == GeneratorConfig()
+    names = zoo.published_names(config, layout)
+    assert len(names) == len(ours) == len(published) == 82
+    assert set(names.values()) == set(published)
+    for key, theirs in names.items():
+        assert published[theirs].shape == ours[key].shape, key
+    if layout == "official":
+        assert names["down.2.conv.weight"] == "model.model.1.model.3.model.1.weight"
+        assert names["up.0.conv.bias"] == "model.model.3.bias"
+    else:
+        assert names["down.1.norm.running_var"] == "model.model.1.model.0.bn.running_var"
+        assert names["up.0.conv.weight"] == "model.model.2.conv.weight"
+
+
+def test_registry_facts():
+    names = [e.name for e in zoo.ENTRIES]
+    assert len(set(names)) == len(names) == 9
+    for e in zoo.ENTRIES:
+        assert e.direction in ("AtoB", "BtoA") and e.layout in zoo.LAYOUTS
+        if e.layout == "mmagic":
+            assert e.url.startswith("https://download.openmmlab.com/mmediting/pix2pix/refactor/")
+            assert e.url.endswith(f"-{e.sha256}.pth") and len(e.sha256) == 8
+            assert e.bgr == ("convert-bgr" in e.url) and e.domain
+    assert not zoo.find_entry("facades").bgr and zoo.find_entry("aerial2maps").bgr
+
+
+# --- pull -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,layout,extra", [
+    ("facades", "mmagic", {}),
+    ("aerial2maps", "mmagic", {"domain": "map"}),  # BGR in and out
+    ("official-sat2map", "official", {}),
+    ("official-day2night", "official", {"drop_batches_tracked": True}),
+])
+def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_home, name,
+                                            layout, extra):
+    source, body = published_file(layout, **extra)
+    entry = serve(http_server, monkeypatch, name, body)
+    r = cli("zoo", "pull", name)
+    assert r.exit_code == 0, r.stderr
+    path = pathlib.Path(r.out.strip())
+    assert path == p2p_home / "zoo" / name / "generator.pt"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["generator.pt"]  # download removed
+    assert f"sha256 verified: {hashlib.sha256(body).hexdigest()}" in r.stderr
+    generator, state = checkpoint.load_generator(path)
+    assert state["direction"] == entry.direction and state["zoo_name"] == name
+    assert state["generator_config"] == {"in_channels": 3, "out_channels": 3, **SMALL,
+                                         "norm": "batch", "dropout": True}
+    assert state["source"]["sha256"] == hashlib.sha256(body).hexdigest()
+    assert_same_function(generator, source, bgr=entry.bgr)
+
+
+def test_hash_mismatch_deletes_the_download_and_exits_2(cli, http_server, p2p_home):
+    _, body = published_file("mmagic")
+    http_server.add("/mirror.pth", body)
+    # The real registry checksum (c0958d50...) cannot match this file.
+    r = cli("zoo", "pull", "facades", "--url", f"{http_server.url}/mirror.pth")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines()[-1].startswith("error: checksum mismatch for http://127.0.0.1")
+    assert list((p2p_home / "zoo" / "facades").iterdir()) == []
+
+
+class Payload:
+    """Unpickling this calls Path.touch(marker): what a malicious checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_malicious_pickle_is_refused(cli, http_server, monkeypatch, tmp_path, p2p_home):
+    marker = tmp_path / "code-ran"
+    buffer = io.BytesIO()
+    torch.save({"model.model.0.weight": Payload(marker)}, buffer)
+    serve(http_server, monkeypatch, "official-map2sat", buffer.getvalue())
+    r = cli("zoo", "pull", "official-map2sat")
+    assert r.exit_code == 2 and "refused to load" in r.stderr, r.stderr
+    assert not marker.exists()
+    assert list((p2p_home / "zoo" / "official-map2sat").iterdir()) == []
+    (tmp_path / "evil.pth").write_bytes(buffer.getvalue())
+    r = cli("zoo", "import", tmp_path / "evil.pth", "--format", "official", "--name", "evil")
+    assert r.exit_code == 2 and "refused to load" in r.stderr
+    assert not marker.exists() and not zoo.converted_path("evil").exists()
+
+
+def test_pull_from_file_checks_and_keeps_it(cli, http_server, monkeypatch, tmp_path):
+    source, body = published_file("mmagic")
+    serve(http_server, monkeypatch, "edges2shoes", body, full_hash=True)
+    file = tmp_path / "downloaded.pth"
+    file.write_bytes(body)
+    r = cli("zoo", "pull", "edges2shoes", "--from", file)
+    assert r.exit_code == 0, r.stderr
+    assert file.read_bytes() == body and http_server.routes["/edges2shoes.pth"].hits == 0
+    generator, _ = checkpoint.load_generator(r.out.strip())
+    assert_same_function(generator, source, bgr=True)
+    file.write_bytes(body + b"x")
+    r = cli("zoo", "pull", "edges2shoes", "--from", file)
+    assert r.exit_code == 2 and "checksum mismatch" in r.stderr and file.exists()
+
+
+def test_checkpoint_path_pulls_once_and_suggests_names(http_server, monkeypatch):
+    _, body = published_file("mmagic")
+    serve(http_server, monkeypatch, "facades", body)
+    calls = []
+    path = zoo.checkpoint_path("facades", progress=lambda done, total: calls.append(done))
+    assert path.is_file() and calls[-1] == len(body)
+    assert zoo.checkpoint_path("facades") == path
+    assert http_server.routes["/facades.pth"].hits == 1
+    with pytest.raises(P2PError) as err:
+        zoo.checkpoint_path("facade")
+    assert "did you mean facades" in str(err.value)
+    with pytest.raises(P2PError) as err:
+        zoo.checkpoint_path("sat2map")
+    assert "official-sat2map" in str(err.value)
+
+
+# --- import and strictness --------------------------------------------------------------------
+
+def test_import_official_run_and_list(cli, tmp_path):
+    source, body = published_file("official", seed=3)
+    file = tmp_path / "latest_net_G.pth"
+    file.write_bytes(body)
+    r = cli("zoo", "import", file, "--format", "official", "--name", "my-facades",
+            "--direction", "BtoA")
+    assert r.exit_code == 0, r.stderr
+    assert zoo.checkpoint_path("my-facades") == pathlib.Path(r.out.strip())
+    generator, state = checkpoint.load_generator(r.out.strip())
+    assert state["direction"] == "BtoA"
+    assert_same_function(generator, source)
+
+    r = cli("zoo", "list", "--json")
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert len(rows) == len(zoo.ENTRIES) + 1
+    assert rows["my-facades"]["source"] == "imported" and rows["my-facades"]["present"]
+    assert rows["my-facades"]["direction"] == "BtoA"
+    assert not rows["facades"]["present"] and rows["facades"]["source"] == "mmagic"
+    r = cli("zoo", "list")
+    assert r.exit_code == 0 and "official-facades_label2photo" in r.out and "my-facades" in r.out
+
+    r = cli("zoo", "import", file, "--format", "mmagic", "--name", "x")
+    assert r.exit_code == 2 and "try --format official" in r.stderr
+    r = cli("zoo", "import", file, "--format", "official", "--name", "facades")
+    assert r.exit_code == 2 and "registry model" in r.stderr
+
+
+def test_import_official_instance_norm_gray_to_color(cli, tmp_path):
+    """A CycleGAN-style run (--norm instance): biased convs, no norm tensors; 1 -> 3 channels."""
+    source, body = published_file("official", seed=5, norm="instance", in_ch=1)
+    file = tmp_path / "latest_net_G.pth"
+    file.write_bytes(body)
+    r = cli("zoo", "import", file, "--format", "official", "--name", "colorize")
+    assert r.exit_code == 0, r.stderr
+    generator, state = checkpoint.load_generator(r.out.strip())
+    assert state["generator_config"]["norm"] == "instance"
+    assert state["generator_config"]["in_channels"] == 1
+    x = torch.rand(2, 1, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(generator.eval()(x), source.eval()(x), atol=1e-5, rtol=1e-4)
+
+
+def test_import_mmagic_bgr(cli, tmp_path):
+    source, body = published_file("mmagic", domain="aerial", seed=4)
+    file = tmp_path / "maps.pth"
+    file.write_bytes(body)
+    r = cli("zoo", "import", file, "--format", "mmagic", "--name", "m2a", "--bgr")
+    assert r.exit_code == 0, r.stderr
+    generator, _ = checkpoint.load_generator(r.out.strip())
+    assert_same_function(generator, source, bgr=True)
+
+
+def tampered(change):
+    source = seeded(PublishedUnet("official", **SMALL), 0)
+    tensors = dict(source.state_dict())
+    change(tensors)
+    return tensors
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda t: t.update({"extra.weight": torch.zeros(1)}), "1 unexpected (extra.weight)"),
+    (lambda t: t.pop("model.model.1.model.2.running_mean"), "1 missing"),
+    (lambda t: t.update({"model.model.1.model.2.bias": torch.zeros(5)}), "has shape (5,)"),
+    (lambda t: t.pop("model.model.3.weight"), "not a official pix2pix U-Net"),
+    (lambda t: t.update({"model.model.0.weight": "text"}), "is not a tensor"),
+])
+def test_conversion_is_strict(change, message):
+    tensors = tampered(change)
+    with pytest.raises(P2PError) as err:
+        zoo.convert(zoo.generator_tensors(tensors, "official", "f.pth"), "official", "f.pth")
+    assert message in str(err.value)
+
+
+# --- export ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_checkpoint(tmp_path):
+    generator = seeded(UnetGenerator(GeneratorConfig(num_downs=5, ngf=8)), 7)
+    path = tmp_path / "small.pt"
+    checkpoint.save_checkpoint(path, checkpoint.generator_state(generator, "AtoB", 32))
+    return generator.eval(), path
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated")
+def test_export_torchscript_dynamic_batch(cli, small_checkpoint, tmp_path):
+    generator, path = small_checkpoint
+    out = tmp_path / "g.ts"
+    r = cli("zoo", "export", path, out, "--format", "torchscript")
+    assert r.exit_code == 0, r.stderr
+    assert "checked with torchscript" in r.stderr and r.out.strip() == str(out)
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(out))(x), generator(x), atol=1e-5,
+                                   rtol=1e-4)
+
+
+def test_export_onnx(cli, small_checkpoint, tmp_path):
+    pytest.importorskip("onnx")
+    generator, path = small_checkpoint
+    out = tmp_path / "g.onnx"
+    r = cli("zoo", "export", path, out, "--format", "onnx")
+    assert r.exit_code == 0, r.stderr
+    ort = pytest.importorskip("onnxruntime")
+    assert "checked with onnxruntime" in r.stderr
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    y = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(y), generator(x), atol=1e-5, rtol=1e-4)
+
+
+def test_export_failures_write_nothing(cli, small_checkpoint, tmp_path, monkeypatch):
+    _, path = small_checkpoint
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
+    r = cli("zoo", "export", path, tmp_path / "g.onnx", "--format", "onnx")
+    assert r.exit_code == 2 and "pip install 'p2p[onnx]'" in r.stderr
+    monkeypatch.setattr(zoo, "EXPORT_TOLERANCE", -1.0)  # any difference fails the check
+    r = cli("zoo", "export", path, tmp_path / "g.ts", "--format", "torchscript")
+    assert r.exit_code == 2 and "nothing was written" in r.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("g.", ".g."))] == []
