@@ -21,6 +21,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", "
 # Larger than any dataset image (maps are 1200x600) by far, small enough that a hostile header
 # cannot make us allocate gigabytes.
 MAX_PIXELS = 16384 * 16384
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this (we make it an error) before decoding
 
 Source = str | os.PathLike | bytes
 
@@ -59,14 +60,7 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
             stream = open(source, "rb")  # noqa: SIM115 - closed below via the image
         with stream, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(stream)
-            width, height = img.size
-            if width * height > MAX_PIXELS:
-                raise P2PError(
-                    f"{label}: declares {width}x{height} pixels, more than the limit of "
-                    f"{MAX_PIXELS} pixels",
-                    "resize it first",
-                )
+            img = Image.open(stream)  # checks the declared size against MAX_IMAGE_PIXELS
             img.load()
     except P2PError:
         raise
@@ -76,8 +70,9 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
         raise P2PError(f"{label}: is a folder, not an image") from None
     except UnidentifiedImageError:
         raise P2PError(f"{label}: not an image (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise P2PError(f"{label}: image dimensions too large (decompression bomb?)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise P2PError(f"{label}: declared image size is too large ({exc})",
+                       "resize it below 16384x16384 first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
