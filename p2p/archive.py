@@ -19,8 +19,10 @@ import tempfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from p2p.errors import P2PError
 
@@ -28,73 +30,62 @@ Progress = Callable[[int, int | None], None]
 CHUNK_SIZE = 1 << 20
 
 
-def safe_member_path(name: str, archive: Path) -> PurePosixPath | None:
-    """The relative path a member may be written to; None for the archive root itself."""
-    if "\\" in name or "\0" in name:
-        raise P2PError(f"{archive}: refusing member {name!r}: unusual characters in its name",
-                       "the archive may be malicious; get it from a trusted source")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        raise P2PError(f"{archive}: refusing member {name!r}: absolute path",
-                       "the archive may be malicious; get it from a trusted source")
-    parts = [p for p in PurePosixPath(name).parts if p != "."]
-    if ".." in parts:
-        raise P2PError(f"{archive}: refusing member {name!r}: '..' leads outside the folder",
-                       "the archive may be malicious; get it from a trusted source")
-    return PurePosixPath(*parts) if parts else None
-
-
-def _refuse(archive: Path, name: str, what: str) -> P2PError:
-    return P2PError(f"{archive}: refusing member {name!r}: {what}",
+def _refusal(archive: Path, name: str, why: str) -> P2PError:
+    return P2PError(f"{archive}: refusing member {name!r}: {why}",
                     "the archive may be malicious; get it from a trusted source")
 
 
-def _write_member(source, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as out:
-        shutil.copyfileobj(source, out, CHUNK_SIZE)
+def safe_member_path(name: str, archive: Path) -> PurePosixPath | None:
+    """The relative path a member may be written to; None for the archive root itself."""
+    if "\\" in name or "\0" in name:
+        raise _refusal(archive, name, "unusual characters in its name")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise _refusal(archive, name, "absolute path")
+    parts = [p for p in PurePosixPath(name).parts if p != "."]
+    if ".." in parts:
+        raise _refusal(archive, name, "'..' leads outside the folder")
+    return PurePosixPath(*parts) if parts else None
 
 
-def _extract_tar(archive: Path, raw, into: Path, progress: Progress | None, total: int) -> None:
+REFUSED_KINDS = {"link": "links are not extracted", "special": "device or special file"}
+
+
+def _tar_members(raw) -> Iterator[tuple[str, str, Callable[[], IO[bytes]], int]]:
+    """Per member: name, kind (file, dir, link, special), opener, archive bytes read so far."""
     with tarfile.open(fileobj=raw, mode="r:*") as tar:
         for member in tar:
-            relative = safe_member_path(member.name, archive)
-            if member.issym() or member.islnk():
-                raise _refuse(archive, member.name, "links are not extracted")
-            if member.ischr() or member.isblk() or member.isfifo():
-                raise _refuse(archive, member.name, "device or special file")
-            if not (member.isdir() or member.isreg()):
-                raise _refuse(archive, member.name, "not a regular file or folder")
-            if relative is None:
-                continue
-            if member.isdir():
-                (into / relative).mkdir(parents=True, exist_ok=True)
-            else:
-                with tar.extractfile(member) as source:
-                    _write_member(source, into / relative)
-            if progress:
-                progress(raw.tell(), total)
+            kind = ("link" if member.issym() or member.islnk() else "dir" if member.isdir()
+                    else "file" if member.isreg() else "special")
+            yield member.name, kind, partial(tar.extractfile, member), raw.tell()
 
 
-def _extract_zip(archive: Path, raw, into: Path, progress: Progress | None, total: int) -> None:
+def _zip_members(raw) -> Iterator[tuple[str, str, Callable[[], IO[bytes]], int]]:
     with zipfile.ZipFile(raw) as zf:
         done = 0
         for info in zf.infolist():
-            relative = safe_member_path(info.filename, archive)
-            kind = stat.S_IFMT(info.external_attr >> 16)
-            if kind == stat.S_IFLNK:
-                raise _refuse(archive, info.filename, "links are not extracted")
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise _refuse(archive, info.filename, "device or special file")
+            mode = stat.S_IFMT(info.external_attr >> 16)
+            kind = ("link" if mode == stat.S_IFLNK else "dir" if info.is_dir()
+                    else "file" if mode in (0, stat.S_IFREG) else "special")
             done += info.compress_size
-            if relative is None:
-                continue
-            if info.is_dir():
-                (into / relative).mkdir(parents=True, exist_ok=True)
-            else:
-                with zf.open(info) as source:
-                    _write_member(source, into / relative)
-            if progress:
-                progress(done, total)
+            yield info.filename, kind, partial(zf.open, info), done
+
+
+def _write_members(archive: Path, members, into: Path, progress: Progress | None,
+                   total: int) -> None:
+    for name, kind, open_member, done in members:
+        relative = safe_member_path(name, archive)
+        if kind in REFUSED_KINDS:
+            raise _refusal(archive, name, REFUSED_KINDS[kind])
+        if relative is None:
+            continue
+        if kind == "dir":
+            (into / relative).mkdir(parents=True, exist_ok=True)
+        else:
+            (into / relative).parent.mkdir(parents=True, exist_ok=True)
+            with open_member() as source, open(into / relative, "wb") as out:
+                shutil.copyfileobj(source, out, CHUNK_SIZE)
+        if progress:
+            progress(done, total)
 
 
 def replace_directory(source: Path, dest: Path) -> None:
@@ -128,12 +119,9 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
     work.chmod(0o755)  # mkdtemp makes it private; it becomes an ordinary folder
     try:
         with open(archive, "rb") as raw:
-            if zipfile.is_zipfile(raw):
-                raw.seek(0)
-                _extract_zip(archive, raw, work, progress, total)
-            else:
-                raw.seek(0)
-                _extract_tar(archive, raw, work, progress, total)
+            members = _zip_members if zipfile.is_zipfile(raw) else _tar_members
+            raw.seek(0)
+            _write_members(archive, members(raw), work, progress, total)
         replace_directory(work, dest)
     except P2PError:
         raise
