@@ -14,7 +14,6 @@ checked, only ``num_batches_tracked`` (absent from files saved before PyTorch 0.
 Converted weights are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
 """
 
-import dataclasses
 import difflib
 import os
 import re
@@ -90,6 +89,7 @@ ENTRIES: list[ZooEntry] = [
 ]
 
 Progress = Callable[[int, int | None], None]
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 # --- names and places ---------------------------------------------------------------------------
@@ -125,6 +125,8 @@ def find_entry(name: str) -> ZooEntry:
 
 def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
     """The local converted checkpoint of zoo entry ``name``, pulled on first use."""
+    if not NAME_PATTERN.fullmatch(name):  # never a path out of the zoo folder
+        raise _unknown(name)
     path = converted_path(name)
     if path.is_file():
         return path
@@ -327,7 +329,7 @@ def pull(name: str, *, url: str | None = None, source_file: str | os.PathLike | 
         origin = str(file)
     else:
         origin = url or entry.url
-        file = zoo_dir() / entry.name / origin.rsplit("/", 1)[-1].split("?")[0]
+        file = zoo_dir() / entry.name / entry.url.rsplit("/", 1)[-1]
         download(origin, file, sha256=entry.sha256, size=entry.size, progress=progress)
         digest = sha256_file(file)
     try:
@@ -338,9 +340,6 @@ def pull(name: str, *, url: str | None = None, source_file: str | os.PathLike | 
     path = _store(generator, entry.name, entry.direction, entry.image_size,
                   {"layout": entry.layout, "origin": origin, "sha256": digest, "bgr": entry.bgr})
     return Pulled(path, digest, verified=entry.sha256 is not None)
-
-
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def import_file(file: str | os.PathLike, layout: str, name: str, *, direction: str = "AtoB",
@@ -390,10 +389,6 @@ def listing() -> list[Listing]:
         rows.append(Listing(name, f"imported ({state['source']['layout']})", state["direction"],
                             "imported", None, True, path.stat().st_size))
     return rows
-
-
-def as_dict(row: Listing) -> dict[str, Any]:
-    return dataclasses.asdict(row)
 
 
 # --- export ---------------------------------------------------------------------------------

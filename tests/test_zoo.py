@@ -277,6 +277,8 @@ def test_checkpoint_path_pulls_once_and_suggests_names(http_server, monkeypatch)
     with pytest.raises(P2PError) as err:
         zoo.checkpoint_path("sat2map")
     assert "official-sat2map" in str(err.value)
+    with pytest.raises(P2PError, match="unknown zoo model"):
+        zoo.checkpoint_path("../facades")
 
 
 # --- import and strictness --------------------------------------------------------------------

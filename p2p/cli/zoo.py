@@ -1,6 +1,7 @@
 """``p2p zoo list|pull|import|export``: published pix2pix weights as p2p checkpoints."""
 
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -41,7 +42,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON li
     """List the zoo: name, task, direction, source, size, whether it is present."""
     rows = zoo.listing()
     if json_out:
-        print(json.dumps([zoo.as_dict(r) for r in rows], indent=2))
+        print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
     table = Table("name", "task", "direction", "source", "size", "present")
     for r in rows:
