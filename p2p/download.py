@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
+import urllib3
 
 from p2p.errors import P2PError
 
@@ -91,6 +92,7 @@ def _attempt(url: str, part: Path, size: int | None, progress: Progress | None,
                                "check the URL, or use another mirror")
             if status == 206 and not response.headers.get("Content-Range", "").startswith(
                     f"bytes {offset}-"):
+                part.unlink()  # Resuming cannot be trusted here: start over.
                 raise _Transient("server answered a different range than asked for")
             if status == 200:
                 offset = 0  # Server ignored the Range header: start over.
@@ -103,20 +105,24 @@ def _attempt(url: str, part: Path, size: int | None, progress: Progress | None,
             if progress:
                 progress(done, total)
             with open(part, "ab" if offset else "wb") as f:
-                for chunk in response.iter_content(CHUNK_SIZE):
+                # The bytes as served: a server that labels a .tar.gz "Content-Encoding: gzip"
+                # must not get it unpacked on the way (and Content-Length counts raw bytes).
+                for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
                     f.write(chunk)
                     done += len(chunk)
                     if progress:
                         progress(done, total)
             if total is not None and done < total:
                 raise _Transient(f"connection closed after {done} of {total} bytes")
-    except requests.Timeout:
+    except (requests.Timeout, urllib3.exceptions.TimeoutError):
         raise _Transient(f"no answer within {timeout:g} s") from None
-    except requests.RequestException as exc:
+    except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise _Transient(_describe(exc)) from None
 
 
-def _describe(exc: requests.RequestException) -> str:
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return "connection broken mid-transfer"
     if isinstance(exc, requests.ConnectionError):
         reason = exc.args[0] if exc.args else exc
         # urllib3 nests the useful part ("Connection refused") deep in its reason.
@@ -156,5 +162,6 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
         _verify(part, url, size, expected)
         os.replace(part, dest)
         return dest
-    raise P2PError(f"download of {url} failed after {attempts} attempts: {last_error}",
+    tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+    raise P2PError(f"download of {url} failed after {tries}: {last_error}",
                    RETRY_HINT)

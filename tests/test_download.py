@@ -51,9 +51,7 @@ def test_resume_after_connection_cut(http_server, tmp_path):
     dest = dl.download(f"{http_server.url}/f.bin", tmp_path / "f.bin", sha256=DIGEST)
     assert dest.read_bytes() == BODY
     assert route.ranges[0] is None
-    # Resumed, not restarted (the cut may lose the last partly-received chunk).
-    assert len(route.ranges) == 2
-    assert 0 < int(route.ranges[1].removeprefix("bytes=").rstrip("-")) <= 70_000
+    assert route.ranges[1:] == ["bytes=70000-"]  # resumed, with every byte received kept
 
 
 def test_resume_of_part_left_by_an_earlier_run(http_server, tmp_path):
@@ -113,6 +111,13 @@ def test_500_is_retried_then_fails(http_server, tmp_path):
     with pytest.raises(P2PError, match=r"failed after 3 attempts: HTTP 500") as err:
         dl.download(f"{http_server.url}/f.bin", tmp_path / "f.bin", retries=2)
     assert route.hits == 3 and err.value.hint == dl.RETRY_HINT
+
+
+def test_cut_without_retries_says_so_and_keeps_the_part(http_server, tmp_path):
+    http_server.add("/f.bin", BODY, cut_after=1000)
+    with pytest.raises(P2PError, match="after 1 attempt: connection broken mid-transfer"):
+        dl.download(f"{http_server.url}/f.bin", tmp_path / "f.bin", retries=0)
+    assert (tmp_path / "f.bin.part").read_bytes() == BODY[:1000]
 
 
 def test_500_then_recovery(http_server, tmp_path, monkeypatch):

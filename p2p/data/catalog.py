@@ -117,22 +117,34 @@ def verify(dataset: Dataset, folder: Path, label: str) -> dict[str, int]:
     return counts
 
 
-def install(dataset: Dataset, folder: Path, target: Path, source: str) -> dict[str, int]:
-    """Verify ``folder``, record it as complete and move it to ``target`` (replacing it)."""
+def install(dataset: Dataset, folder: Path, target: Path, source: str, *,
+            replace: bool = True) -> dict[str, int]:
+    """Verify ``folder``, record it as complete and move it to ``target``.
+
+    With ``replace`` an existing ``target`` is replaced; without, one that appeared meanwhile
+    (another process, such as another rank of a distributed run, was faster) is kept.
+    """
     counts = verify(dataset, folder, source)
     record = {"name": dataset.name, "splits": counts, "source": source}
     write_bytes_atomic(folder / MARKER, json.dumps(record, indent=1).encode())
     folder.chmod(0o755)  # it may come from mkdtemp, which makes folders private
-    replace_directory(folder, target)
+    if replace:
+        replace_directory(folder, target)
+        return counts
+    try:
+        os.replace(folder, target)  # fails, atomically, if a non-empty target exists
+    except OSError:
+        if not target.is_dir():
+            raise
     return counts
 
 
-def generate_synthetic(target: Path) -> dict[str, int]:
+def generate_synthetic(target: Path, *, replace: bool = True) -> dict[str, int]:
     """Generate the built-in dataset beside ``target`` and install it there."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
         folder = synthetic.generate(Path(work) / target.name)
-        return install(DATASETS["synthetic"], folder, target, "generated")
+        return install(DATASETS["synthetic"], folder, target, "generated", replace=replace)
 
 
 def resolve_dataset(name_or_path: str, root: Path | None = None) -> Path:
@@ -148,7 +160,7 @@ def resolve_dataset(name_or_path: str, root: Path | None = None) -> Path:
     if target.is_dir():
         return target
     if name_or_path == "synthetic":
-        generate_synthetic(target)
+        generate_synthetic(target, replace=False)
         return target
     where = f" --root {root}" if root else ""
     raise P2PError(f"dataset '{name_or_path}' is not here ({target}); "
