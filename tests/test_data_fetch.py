@@ -294,3 +294,21 @@ def test_resolve_synthetic_keeps_a_copy_installed_meanwhile(tmp_path, monkeypatc
     assert catalog.resolve_dataset("synthetic", root=tmp_path) == target
     assert (target / "theirs").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
+
+
+def test_interrupted_extraction_keeps_the_download_for_the_next_run(http_server, monkeypatch):
+    from p2p.data import fetch as fetch_module
+
+    route = serve(http_server)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fetch_module, "extract", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fetch_module.fetch("tiny")
+    assert datasets_listing() == ["tiny.tar.gz"]
+    result = fetch_module.fetch("tiny")
+    assert route.hits == 1 and result.splits == TINY.splits
+    assert datasets_listing() == ["tiny"]

@@ -79,8 +79,11 @@ def fetch(name: str, *, root: Path | None = None, url: str | None = None,
             content = extract(local, Path(work) / "content",
                               progress=_staged(progress, f"extract {local.name}"))
             splits = catalog.install(dataset, _split_root(dataset, content, source), target, source)
-    finally:
-        if downloaded:
-            # Either extracted, or unusable: a kept bad archive would be reused by the next run.
+    except P2PError:
+        if downloaded:  # unusable; kept, the next run would reuse it instead of downloading
             local.unlink(missing_ok=True)
+        raise
+    # Interrupted (Ctrl-C) extraction keeps the download for the next run; success drops it.
+    if downloaded:
+        local.unlink()
     return FetchResult(name, target, splits, source)
