@@ -122,6 +122,8 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
             members = _zip_members if zipfile.is_zipfile(raw) else _tar_members
             raw.seek(0)
             _write_members(archive, members(raw), work, progress, total)
+        if progress:
+            progress(total, total)  # the archive's trailer is read but belongs to no member
         replace_directory(work, dest)
     except P2PError:
         raise
