@@ -281,6 +281,19 @@ def test_checkpoint_path_pulls_once_and_suggests_names(http_server, monkeypatch)
         zoo.checkpoint_path("../facades")
 
 
+def test_translate_task_pulls_on_first_use(cli, http_server, monkeypatch, tmp_path):
+    from PIL import Image
+
+    _, body = published_file("mmagic")
+    serve(http_server, monkeypatch, "facades", body)
+    Image.new("RGB", (SIZE, SIZE), (200, 40, 90)).save(tmp_path / "labels.png")
+    for out in ("a.png", "b.png"):
+        r = cli("translate", "--task", "facades", tmp_path / "labels.png", tmp_path / out)
+        assert r.exit_code == 0, r.stderr
+        assert Image.open(tmp_path / out).size == (SIZE, SIZE)
+    assert http_server.routes["/facades.pth"].hits == 1
+
+
 # --- import and strictness --------------------------------------------------------------------
 
 def test_import_official_run_and_list(cli, tmp_path):

@@ -4,7 +4,6 @@ import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -14,22 +13,10 @@ from rich.table import Table
 
 from p2p import zoo
 from p2p.cli import console
+from p2p.cli.translate import _lazy_bar as lazy_bar  # a bar only once a download starts
 
 app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
                   no_args_is_help=True)
-
-
-def _bar_on_first_call(stack: contextlib.ExitStack, name: str) -> Callable[..., None]:
-    """A download progress callback whose bar appears only if a download actually starts."""
-    bar = None
-
-    def update(done: int, total: int | None = None) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = stack.enter_context(console.progress_bar(f"downloading {name}", unit="bytes"))
-        bar(done, total)
-
-    return update
 
 
 def _size(n: int | None) -> str:
@@ -54,7 +41,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON li
 
 @app.command("pull")
 def pull(
-    name: Annotated[str, typer.Argument(help="Zoo name (see 'p2p zoo list').")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Zoo name (see 'p2p zoo list').")],
     url: Annotated[str | None, typer.Option(
         "--url", help="Download from this mirror instead (same checksum).")] = None,
     source_file: Annotated[Path | None, typer.Option(
@@ -64,7 +51,7 @@ def pull(
     """Download, verify and convert a published model; prints the checkpoint path on stdout."""
     with contextlib.ExitStack() as stack:
         pulled = zoo.pull(name, url=url, source_file=source_file,
-                          progress=_bar_on_first_call(stack, name))
+                          progress=lazy_bar(stack, f"downloading {name}", "bytes"))
     if pulled.verified:
         console.info(f"sha256 verified: {pulled.sha256}")
     else:
@@ -74,7 +61,8 @@ def pull(
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="A generator checkpoint in a published layout.")],
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", help="A generator checkpoint in a published layout.")],
     layout: Annotated[str, typer.Option(
         "--format", help="official (e.g. a junyanz latest_net_G.pth) or mmagic.")],
     name: Annotated[str, typer.Option("--name", help="Zoo name to store it under.")],
@@ -98,12 +86,13 @@ def import_(
 def export(
     source: Annotated[str, typer.Argument(
         metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file or run directory.")],
-    out: Annotated[Path, typer.Argument(help="Output file.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
 ) -> None:
     """Export a generator (eval mode, dynamic batch axis), checked against ours."""
     with contextlib.ExitStack() as stack:
-        result = zoo.export(source, fmt, out, progress=_bar_on_first_call(stack, source))
+        result = zoo.export(source, fmt, out,
+                            progress=lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
         console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
     else:
