@@ -38,6 +38,9 @@ app.command("train")(_train.train)
 from p2p.cli import translate as _translate  # noqa: E402
 
 app.command("translate")(_translate.translate)
+from p2p.cli import eval as _eval  # noqa: E402
+
+app.add_typer(_eval.app, name="eval")
 from p2p.cli import zoo as _zoo  # noqa: E402
 
 app.add_typer(_zoo.app, name="zoo")

@@ -1,0 +1,76 @@
+"""Running an Inception network over many images: decoding in threads, batched inference.
+
+Decoding, scaling and resizing one image happen in a small thread pool (Pillow and torch
+release the GIL), a few batches ahead of the network, so on 2 cores the network sets the pace.
+Every image is preprocessed on its own before batching, so the result does not depend on the
+batch size beyond float rounding in the network, and folders may mix image sizes.
+"""
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+Item = TypeVar("Item")
+Progress = Callable[[int, int], None]  # (done, total)
+
+# More threads than cores only compete with torch's own threads.
+THREADS = min(4, os.cpu_count() or 1)
+BATCHES_AHEAD = 2
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to run the networks; none of it changes the numbers beyond float rounding."""
+
+    device: torch.device = torch.device("cpu")
+    batch_size: int = 50
+    workers: int = THREADS
+
+
+class Tally:
+    """Images done out of the total of all passes of one command, reported as (done, total)."""
+
+    def __init__(self, total: int, progress: Progress | None):
+        self.total, self.done, self.progress = total, 0, progress
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.progress:
+            self.progress(self.done, self.total)
+
+
+def preprocessed_batches(items: Sequence[Item], prepare: Callable[[Item], torch.Tensor],
+                         settings: Settings) -> Iterator[torch.Tensor]:
+    """``torch.stack`` of ``prepare(item)`` for consecutive batches of ``items``, in order."""
+    chunks = [items[i:i + settings.batch_size]
+              for i in range(0, len(items), settings.batch_size)]
+    pool = ThreadPoolExecutor(max(1, settings.workers))
+    pending: deque = deque()
+    try:
+        for chunk in chunks:
+            pending.append([pool.submit(prepare, item) for item in chunk])
+            if len(pending) > BATCHES_AHEAD:
+                yield torch.stack([future.result() for future in pending.popleft()])
+        while pending:
+            yield torch.stack([future.result() for future in pending.popleft()])
+    finally:  # stopped early (a bad image): don't decode what nobody will use
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def network_outputs(network: nn.Module, batches: Iterable[torch.Tensor], settings: Settings,
+                    tally: Tally | None = None) -> np.ndarray:
+    """The network's outputs for all batches, as one float64 array (N, D)."""
+    outputs = []
+    with torch.inference_mode():
+        for batch in batches:
+            outputs.append(network(batch.to(settings.device)).double().cpu().numpy())
+            if tally:
+                tally.advance(len(batch))
+    return np.concatenate(outputs)

@@ -1,0 +1,223 @@
+"""Fréchet Inception Distance, as mmagic's TransFID computes it with inception_style='PyTorch'.
+
+An image is scaled to [-1, 1] ((x - 127.5) / 127.5 for uint8; generator outputs as they are,
+not rounded) and bilinearly resized to 299x299; its feature is the FID Inception's 2048-d pool.
+Each set is summarised by the mean and the covariance (ddof=1) of its features, in float64, and
+
+    FID = |mu_fake - mu_real|^2 + tr(S_fake) + tr(S_real) - 2 tr(sqrtm(S_fake S_real))
+
+with scipy's sqrtm; if that is not finite, 1e-6 I is added to both covariances and it is tried
+again; an imaginary part is dropped only when the diagonal's is below 1e-3.
+
+Statistics files are ``.npz`` with ``mu``, ``sigma`` (the names pytorch-fid uses, so its files
+work here too) and ``n``. The statistics of real image folders are cached under
+``$P2P_HOME/fid-stats/``, keyed by the images' names and bytes and by the network's weights.
+"""
+
+import functools
+import hashlib
+import os
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from p2p.errors import P2PError
+from p2p.images import list_images, read_image
+from p2p.metrics.features import (
+    Progress,
+    Settings,
+    Tally,
+    network_outputs,
+    preprocessed_batches,
+)
+from p2p.metrics.inception import DownloadProgress, FIDInception, fid_inception, resize_bilinear
+from p2p.paths import atomic_path, home
+
+SQRTM_EPS = 1e-6
+MAX_IMAGINARY = 1e-3
+# Part of every cache key: change it when the preprocessing changes.
+CACHE_VERSION = b"p2p-fid-stats/1 uint8 (x-127.5)/127.5 bilinear-299 pool-2048"
+
+
+@dataclass(frozen=True)
+class Statistics:
+    mu: np.ndarray  # (D,) float64
+    sigma: np.ndarray  # (D, D) float64
+    n: int | None  # images summarised; None when a statistics file does not say
+
+
+@dataclass(frozen=True)
+class FidResult:
+    fid: float
+    n_real: int | None
+    n_fake: int | None
+
+
+def statistics(features: np.ndarray) -> Statistics:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) < 2:
+        raise P2PError(f"FID needs the features of at least 2 images, got {len(features)}")
+    sigma = np.atleast_2d(np.cov(features, rowvar=False))  # (1, 1), not a scalar, for D = 1
+    return Statistics(features.mean(axis=0), sigma, len(features))
+
+
+def frechet_distance(real: Statistics, fake: Statistics) -> float:
+    if real.mu.shape != fake.mu.shape:
+        raise P2PError(f"statistics of different dimensions: {real.mu.shape[0]} (real) and "
+                       f"{fake.mu.shape[0]} (fake)", "both must come from the FID Inception")
+    covmean = linalg.sqrtm(fake.sigma @ real.sigma)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(real.mu)) * SQRTM_EPS
+        covmean = linalg.sqrtm((fake.sigma + offset) @ (real.sigma + offset))
+    if np.iscomplexobj(covmean):
+        imaginary = np.abs(np.diagonal(covmean).imag).max()
+        if imaginary > MAX_IMAGINARY:
+            raise P2PError(f"FID is undefined for these statistics: the matrix square root has "
+                           f"an imaginary part of {imaginary:.3g}",
+                           "use more images (a few hundred at least)")
+        covmean = covmean.real
+    diff = fake.mu - real.mu
+    trace = np.trace(fake.sigma) + np.trace(real.sigma) - 2 * np.trace(covmean)
+    return float(diff @ diff + trace)
+
+
+# ---- statistics files and the cache ----------------------------------------------------------
+
+def save_statistics(stats: Statistics, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, mu=stats.mu, sigma=stats.sigma, n=-1 if stats.n is None else stats.n)
+
+
+def load_statistics(path: str | os.PathLike) -> Statistics:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            mu = np.asarray(data["mu"], dtype=np.float64)
+            sigma = np.asarray(data["sigma"], dtype=np.float64)
+            n = int(data["n"]) if "n" in data.files else -1
+    except FileNotFoundError:
+        raise P2PError(f"{path}: no such statistics file") from None
+    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise P2PError(f"{path}: not a statistics file ({exc})",
+                       "expected a .npz with 'mu' and 'sigma', as 'p2p eval stats' writes"
+                       ) from None
+    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
+        raise P2PError(f"{path}: mu has shape {mu.shape} and sigma {sigma.shape}",
+                       "expected mu (D,) and sigma (D, D)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise P2PError(f"{path}: the statistics contain NaN or infinity")
+    return Statistics(mu, sigma, None if n < 0 else n)
+
+
+def cache_key(network: FIDInception, items: Iterable[bytes]) -> str:
+    """A digest of the network's weights and of ``items`` (what the statistics summarise)."""
+    digest = hashlib.sha256(CACHE_VERSION)
+    for name, tensor in network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for item in items:
+        digest.update(hashlib.sha256(item).digest())
+    return digest.hexdigest()[:40]
+
+
+def cached_statistics(key: str, compute: Callable[[], Statistics]) -> Statistics:
+    path = home() / "fid-stats" / f"{key}.npz"
+    if path.is_file():
+        try:
+            return load_statistics(path)
+        except P2PError:
+            pass  # a damaged entry is computed again and replaced
+    stats = compute()
+    save_statistics(stats, path)
+    return stats
+
+
+# ---- statistics of images --------------------------------------------------------------------
+
+def fid_input(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, H, W) -> float (3, 299, 299): the protocol's scaling, then its resize."""
+    return resize_bilinear(((image.float() - 127.5) / 127.5)[None])[0]
+
+
+def _folder_item(root: Path, path: Path) -> bytes:
+    return path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes()
+
+
+def folder_statistics(folder: Path, network: FIDInception, settings: Settings,
+                      tally: Tally | None = None, use_cache: bool = False) -> Statistics:
+    files = list_images(folder)
+    if len(files) < 2:
+        raise P2PError(f"{folder}: {len(files)} image(s); FID needs at least 2")
+
+    def compute() -> Statistics:
+        batches = preprocessed_batches(files, lambda path: fid_input(read_image(path)), settings)
+        return statistics(network_outputs(network, batches, settings, tally))
+
+    if not use_cache:
+        return compute()
+    done_before = tally.done if tally else 0
+    stats = cached_statistics(cache_key(network, (_folder_item(folder, f) for f in files)),
+                              compute)
+    if tally and tally.done == done_before:  # from the cache: count the images as done
+        tally.advance(len(files))
+    return stats
+
+
+def is_statistics_file(source: Path) -> bool:
+    return source.suffix.lower() == ".npz"
+
+
+def _check_source(source: Path) -> None:
+    if not (is_statistics_file(source) or source.is_dir()):
+        raise P2PError(f"{source}: neither a folder of images nor a statistics file (.npz)")
+
+
+def count_images(source: Path) -> int:
+    """Images a statistics source will run through the network (0 for a statistics file)."""
+    _check_source(source)
+    return 0 if is_statistics_file(source) else len(list_images(source))
+
+
+def statistics_of(source: Path, network: Callable[[], FIDInception], settings: Settings,
+                  tally: Tally | None = None, use_cache: bool = False) -> Statistics:
+    """``source`` is a statistics file (.npz) or a folder of images; ``network()`` gives the
+    FID Inception (loaded only when a folder needs it)."""
+    _check_source(source)
+    if is_statistics_file(source):
+        return load_statistics(source)
+    return folder_statistics(source, network(), settings, tally, use_cache)
+
+
+def _network_loader(settings: Settings, weights: str | os.PathLike | None,
+                    download_progress: DownloadProgress | None) -> Callable[[], FIDInception]:
+    return functools.cache(lambda: fid_inception(weights, download_progress).to(settings.device))
+
+
+def compute_fid(real: Path, fake: Path, settings: Settings = Settings(),
+                weights: str | os.PathLike | None = None, progress: Progress | None = None,
+                download_progress: DownloadProgress | None = None) -> FidResult:
+    """FID between ``real`` and ``fake``, each a folder of images or a statistics file.
+
+    The statistics of a ``real`` folder come from (and go to) the cache."""
+    network = _network_loader(settings, weights, download_progress)
+    tally = Tally(count_images(real) + count_images(fake), progress)
+    real_stats = statistics_of(real, network, settings, tally, use_cache=True)
+    fake_stats = statistics_of(fake, network, settings, tally)
+    return FidResult(frechet_distance(real_stats, fake_stats), real_stats.n, fake_stats.n)
+
+
+def compute_statistics(folder: Path, out: Path, settings: Settings = Settings(),
+                       weights: str | os.PathLike | None = None, progress: Progress | None = None,
+                       download_progress: DownloadProgress | None = None) -> Statistics:
+    """Statistics of a folder of images (through the cache), saved to ``out``."""
+    if not folder.is_dir():
+        raise P2PError(f"{folder}: not a folder of images")
+    network = fid_inception(weights, download_progress).to(settings.device)
+    stats = folder_statistics(folder, network, settings, Tally(count_images(folder), progress),
+                              use_cache=True)
+    save_statistics(stats, out)
+    return stats
