@@ -47,6 +47,9 @@ app.add_typer(_zoo.app, name="zoo")
 from p2p.cli import data as _data  # noqa: E402
 
 app.add_typer(_data.app, name="data")
+from p2p.cli import report as _report  # noqa: E402
+
+app.command("report")(_report.report)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,29 @@
+"""``p2p report``: one self-contained HTML page of a training run."""
+
+from pathlib import Path
+
+import typer
+
+from p2p import report as core
+from p2p.cli import console
+
+
+def report(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory written by "
+                                   "p2p train (still running, finished or interrupted)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file to write "
+                                    "[default: RUN_DIR/report.html]."),
+    max_samples: int = typer.Option(core.MAX_SAMPLES, "--max-samples", min=1,
+                                    help="Sample grids shown over time (evenly spaced)."),
+) -> None:
+    """Write an HTML report of a run (loss curves, samples, recipe, metrics, throughput);
+    prints its path on stdout."""
+    result = core.write_report(run_dir, out, max_samples)
+    if not result.curves and result.iteration:
+        console.info('loss curves left out: matplotlib is not installed '
+                     '(pip install "p2p[report]"); the page has the table of values')
+    for line in result.unreadable:
+        console.info(f"left out: {line}")
+    console.info(f"{result.iteration:,} of {result.total:,} iterations logged; "
+                 f"{result.samples_shown} of {result.samples_found} sample grids shown")
+    print(result.path)
