@@ -64,6 +64,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     fused_adam: bool = True
     compile: bool = False  # torch.compile the generator and discriminator
+    tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard extra)
 
 
 @dataclass

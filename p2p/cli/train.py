@@ -10,6 +10,7 @@ from p2p.cli import console
 from p2p.data.catalog import resolve_dataset
 from p2p.errors import P2PError
 from p2p.recipe import load_recipe
+from p2p.tensorboard import open_tensorboard
 
 
 def train(
@@ -24,6 +25,8 @@ def train(
                                         "e.g. --set train.lr=1e-4 (repeatable)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the run in RUN_DIR "
                                        "from its latest checkpoint."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard, in "
+                                     "RUN_DIR/tensorboard (sets train.tensorboard)."),
 ) -> None:
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
     if resume is not None:
@@ -42,6 +45,10 @@ def train(
         recipe = load_recipe(recipe_path, [*overrides, *extra])
         run_dir = out or Path("runs") / recipe.name
 
+    if tensorboard:
+        recipe.train.tensorboard = True
+    board = open_tensorboard(run_dir) if recipe.train.tensorboard else None
+    on_sample = board.sample if board else None
     data_root = resolve_dataset(recipe.data.path)
     console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
                  f"({recipe.data.direction}) -> {run_dir}")
@@ -50,11 +57,15 @@ def train(
     if sys.stderr.isatty():
         with console.progress_bar("training", total=recipe.train.iters) as update:
             outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                                 on_log=lambda r: update(r["iteration"],
-                                                         description=_log_line(r)))
+                                 on_log=_also_to(board, lambda r: update(
+                                     r["iteration"], description=_log_line(r))),
+                                 on_sample=on_sample)
     else:
         outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                             on_log=lambda r: console.info(_log_line(r)))
+                             on_log=_also_to(board, lambda r: console.info(_log_line(r))),
+                             on_sample=on_sample)
+    if board:
+        board.close()
     if outcome.stopped_by:
         console.info(f"stopped by {outcome.stopped_by} at iteration {outcome.iteration}; "
                      f"checkpoint saved. Continue with: p2p train --resume {run_dir}")
@@ -68,3 +79,15 @@ def _log_line(record: dict) -> str:
     return (f"iter {record['iteration']}  G_GAN {record['g_gan']:.3f}  G_L1 {record['g_l1']:.3f}  "
             f"D_real {record['d_real']:.3f}  D_fake {record['d_fake']:.3f}  "
             f"lr {record['lr']:.2e}  {record['it_per_s'] or 0:.2f} it/s")
+
+
+def _also_to(board, show):
+    """``show`` each log record, and log it to TensorBoard too when it is on."""
+    if board is None:
+        return show
+
+    def on_log(record: dict) -> None:
+        show(record)
+        board.log(record)
+
+    return on_log
