@@ -12,7 +12,7 @@ def report(
     run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A run directory written by "
                                    "p2p train (still running, finished or interrupted)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file to write "
-                                    "[default: RUN_DIR/report.html]."),
+                                    "(default: RUN_DIR/report.html)."),
     max_samples: int = typer.Option(core.MAX_SAMPLES, "--max-samples", min=1,
                                     help="Sample grids shown over time (evenly spaced)."),
 ) -> None:
