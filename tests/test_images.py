@@ -74,3 +74,14 @@ def test_to_uint8_truncates_like_the_published_code(value):
     expected = int((min(max(value, -1), 1) + 1) / 2 * 255)
     assert abs(to_uint8(torch.tensor([value])).item() - expected) <= 1
     assert to_uint8(torch.tensor([0.999])).item() == 254  # 254.87 truncates, never rounds
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        save_image(torch.zeros(3, 2, 2, dtype=torch.uint8), tmp_path / "x.png")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o644
