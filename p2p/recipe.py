@@ -29,7 +29,7 @@ class DataConfig:
     flip: bool = True  # the same random horizontal flip for A and B
     in_channels: Literal[1, 3] = 3
     out_channels: Literal[1, 3] = 3
-    batch_size: int = 1
+    batch_size: int = 1  # the global batch: with N processes, each trains on batch_size / N
     cache_gb: float = 4.0  # keep the decoded split in memory when it fits in this budget
     workers: int = 2  # decoding threads when the split is read from disk
 

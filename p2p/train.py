@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
+from p2p import distributed
 from p2p.data.paired import (
     PairedImages,
     augment,
@@ -205,10 +206,14 @@ def stop_on_signals() -> Iterator[list[str]]:
             signal.signal(sig, old)
 
 
-def prepare_run(recipe: Recipe, run_dir: Path) -> None:
+def check_new_run(run_dir: Path) -> None:
     if (run_dir / "checkpoints" / ckpt.LATEST).exists():
         raise P2PError(f"{run_dir}: this run directory already has a checkpoint",
                        f"continue it with --resume {run_dir}, or choose another --out")
+
+
+def prepare_run(recipe: Recipe, run_dir: Path) -> None:
+    check_new_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "recipe.yaml") as tmp:
         tmp.write_text(dump_recipe(recipe))
@@ -233,20 +238,39 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
           on_log: Callable[[dict], None] | None = None,
           on_sample: Callable[[int, torch.Tensor], None] | None = None) -> Outcome:
     """Train (or resume) a run. ``on_log`` receives each logged record, ``on_sample`` each sample
-    grid (iteration, (3, H, W) float tensor in [-1, 1])."""
+    grid (iteration, (3, H, W) float tensor in [-1, 1]).
+
+    Under torchrun this process is one of several (see p2p.distributed): each trains on its share
+    of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
+    world = distributed.world_from_env()
+    device = distributed.process_device(pick_device(recipe.train.device), world)
+    distributed.check(recipe, world.size, device.type)
+    with distributed.process_group(world, device):
+        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
+
+
+def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
+           on_log: Callable[[dict], None] | None,
+           on_sample: Callable[[int, torch.Tensor], None] | None,
+           world: distributed.World, device: torch.device) -> Outcome:
     t, d = recipe.train, recipe.data
-    device = pick_device(t.device)
     models = build_models(recipe, device)
     start = 0
     if resume:
         start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device))
-    else:
+    elif world.is_main:
         prepare_run(recipe, run_dir)
+    else:
+        check_new_run(run_dir)
 
     use_amp = device.type == "cuda" and t.amp
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
                 else contextlib.nullcontext())
     forward_g, forward_d = models.generator, models.discriminator
+    if world.size > 1:
+        forward_g = distributed.parallel(models.generator, device)
+        forward_d = distributed.parallel(models.discriminator, device)
+        distributed.seed_rank(t.seed, world, start)
     if t.compile:
         forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
     memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
@@ -260,25 +284,31 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     sample_target = to_device(center_crop(sample_target, d.crop_size))
 
     def save(iteration: int) -> None:
-        ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
-                             training_state(models, recipe, iteration))
+        if world.is_main:
+            ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
+                                 training_state(models, recipe, iteration))
+        distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     log_path = run_dir / "log.jsonl"
     models.generator.train()
     models.discriminator.train()
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
-    with stop_on_signals() as stop, open(log_path, "a") as log:
-        while iteration < t.iters and not stop:
-            source, target = dataset.get_many(batch_indices(len(dataset), iteration,
-                                                            d.batch_size, t.seed))
-            source, target = augment(source, target, d.crop_size, d.flip, t.seed, iteration)
+    share = distributed.rank_share(d.batch_size, world)
+    with stop_on_signals() as stop, contextlib.ExitStack() as files:
+        log = files.enter_context(open(log_path, "a")) if world.is_main else None
+        while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
+            indices = batch_indices(len(dataset), iteration, d.batch_size, t.seed)[share]
+            source, target = dataset.get_many(indices)
+            source, target = augment(source, target, d.crop_size, d.flip, t.seed, iteration,
+                                     first=share.start)
             losses = train_step(models, to_device(source), to_device(target), recipe,
                                 autocast, forward_g, forward_d)
             iteration += 1
             window_iters += 1
             done = iteration == t.iters
             if iteration % t.log_every == 0 or done:
+                losses = distributed.mean(losses, world)
                 elapsed = time.perf_counter() - window_start
                 record = {"iteration": iteration,
                           **{k: round(float(v), 6) for k, v in losses.items()},
@@ -289,18 +319,23 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
                     save(iteration)
                     raise P2PError(f"training diverged at iteration {iteration} (loss is not "
                                    f"finite)", "lower train.lr or check the data")
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if on_log:
-                    on_log(record)
+                if world.is_main:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    if on_log:
+                        on_log(record)
                 window_start, window_iters = time.perf_counter(), 0
             if iteration % t.sample_every == 0 or done:
+                # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
                 grid = sample_grid(models, sample_source, sample_target, autocast)
-                save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
-                if on_sample:
-                    on_sample(iteration, grid)
+                if world.is_main:
+                    save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
+                    if on_sample:
+                        on_sample(iteration, grid)
             if iteration % t.checkpoint_every == 0 or done:
                 save(iteration)
-        if stop:
+        stopped = distributed.any_rank(bool(stop), world, device)
+        if stopped:
             save(iteration)
-    return Outcome(run_dir, iteration, stop[0] if stop else None)
+    return Outcome(run_dir, iteration,
+                   (stop[0] if stop else "a signal to another process") if stopped else None)

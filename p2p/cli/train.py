@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from p2p import distributed
 from p2p import train as core
 from p2p.cli import console
 from p2p.data.catalog import resolve_dataset
@@ -27,8 +28,15 @@ def train(
                                        "from its latest checkpoint."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard, in "
                                      "RUN_DIR/tensorboard (sets train.tensorboard)."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine "
+                              "(one per GPU), launched with torchrun; data.batch_size is the "
+                              "total over them."),
 ) -> None:
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
+    world = distributed.world_from_env()
+    if nproc > 1 and world.size > 1:
+        raise P2PError("--nproc starts torchrun, but this process already runs under it",
+                       "leave out --nproc under torchrun")
     if resume is not None:
         if recipe_path is not None or overrides or data or out:
             raise P2PError("--resume continues a run with its own recipe",
@@ -47,11 +55,29 @@ def train(
 
     if tensorboard:
         recipe.train.tensorboard = True
+    # Refuse what the processes would refuse before they start (under --nproc: said once).
+    distributed.check(recipe, max(nproc, world.size), core.pick_device(recipe.train.device).type)
+    data_root = resolve_dataset(recipe.data.path)
+    if nproc > 1:
+        if resume is None:
+            core.check_new_run(run_dir)
+        worker_args = ["train", "--resume", str(run_dir)] if resume is not None else [
+            "train", str(recipe_path), "--out", str(run_dir),
+            *[arg for o in overrides for arg in ("--set", o)]]
+        worker_args += ["--data", data] if data is not None else []
+        worker_args += ["--iters", str(iters)] if iters is not None else []
+        worker_args += ["--tensorboard"] if tensorboard else []
+        console.info(f"starting {nproc} training processes with torchrun")
+        raise typer.Exit(distributed.launch(nproc, worker_args))
+    if not world.is_main:  # the other ranks train quietly; rank 0 reports for all
+        outcome = core.train(recipe, core.load_dataset(recipe, data_root), run_dir,
+                             resume is not None)
+        raise typer.Exit(130 if outcome.stopped_by else 0)
     board = open_tensorboard(run_dir) if recipe.train.tensorboard else None
     on_sample = board.sample if board else None
-    data_root = resolve_dataset(recipe.data.path)
+    processes = f" in {world.size} processes" if world.size > 1 else ""
     console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
-                 f"({recipe.data.direction}) -> {run_dir}")
+                 f"({recipe.data.direction}){processes} -> {run_dir}")
     with console.progress_bar("loading data", unit="images") as update:
         dataset = core.load_dataset(recipe, data_root, progress=update)
     if sys.stderr.isatty():

@@ -149,20 +149,27 @@ def batch_indices(n: int, iteration: int, batch_size: int, seed: int) -> list[in
     return indices
 
 
+def _crop_and_flip(rng: torch.Generator, load_size: int, crop_size: int,
+                   flip: bool) -> tuple[int, int, bool]:
+    top, left = torch.randint(0, load_size - crop_size + 1, (2,), generator=rng).tolist()
+    return top, left, flip and bool(torch.rand((), generator=rng) < 0.5)
+
+
 def augment(source: torch.Tensor, target: torch.Tensor, crop_size: int, flip: bool,
-            seed: int, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+            seed: int, iteration: int, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random crop and flip for source and target, per item; a function of the seed
-    and iteration only."""
+    and iteration only. ``first`` is the position of the first item in the iteration's whole
+    batch, so that one process's share of it is cropped as in the whole."""
     load_size = source.shape[-1]
     if load_size == crop_size and not flip:
         return source, target
     rng = torch.Generator().manual_seed(seed * 1_000_003 + iteration)
+    draws = [_crop_and_flip(rng, load_size, crop_size, flip) for _ in range(first + len(source))]
     sources, targets = [], []
-    for s, t in zip(source, target, strict=True):
-        top, left = torch.randint(0, load_size - crop_size + 1, (2,), generator=rng).tolist()
+    for s, t, (top, left, flipped) in zip(source, target, draws[first:], strict=True):
         s = s[:, top:top + crop_size, left:left + crop_size]
         t = t[:, top:top + crop_size, left:left + crop_size]
-        if flip and torch.rand((), generator=rng) < 0.5:
+        if flipped:
             s, t = s.flip(-1), t.flip(-1)
         sources.append(s)
         targets.append(t)
