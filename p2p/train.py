@@ -172,7 +172,8 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
     Sampling leaves no trace: the RNG and the batch-norm running statistics are restored, so a
     run's weights do not depend on when it sampled (resume stays bit-identical)."""
     buffers = {name: b.clone() for name, b in models.generator.named_buffers()}
-    with torch.random.fork_rng(devices=[]), torch.no_grad(), autocast:
+    cuda = [source.device] if source.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast:
         fake = models.generator(source).float()
     with torch.no_grad():
         for name, b in models.generator.named_buffers():
@@ -292,6 +293,8 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     log_path = run_dir / "log.jsonl"
     models.generator.train()
     models.discriminator.train()
+    hardware = (f"{torch.cuda.get_device_name(device)} x {world.size}" if device.type == "cuda"
+                else f"cpu, {torch.get_num_threads()} threads x {world.size}")
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
     share = distributed.rank_share(d.batch_size, world)
@@ -314,7 +317,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                           **{k: round(float(v), 6) for k, v in losses.items()},
                           "lr": models.opt_g.param_groups[0]["lr"],
                           "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
-                          "time": round(time.time(), 3)}
+                          "time": round(time.time(), 3), "device": hardware}
                 if not all(math.isfinite(record[k]) for k in losses):
                     save(iteration)
                     raise P2PError(f"training diverged at iteration {iteration} (loss is not "
