@@ -47,8 +47,7 @@ def translate(
     seed: Annotated[int | None, typer.Option(
         "--seed", help="Make the paper mode's dropout repeatable.")] = None,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", "-b", min=1, help="Images per forward pass (the results do not depend "
-        "on it).")] = 4,
+        "--batch-size", "-b", min=1, help="Images per forward pass.")] = 4,
     ext: Annotated[Ext, typer.Option(
         "--ext", help="Output format when OUTPUT is a folder.")] = Ext.png,
     overwrite: Annotated[bool, typer.Option(
