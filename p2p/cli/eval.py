@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,8 @@ from rich.table import Table
 
 from p2p.cli import console
 from p2p.cli.translate import _lazy_bar as lazy_bar
-from p2p.metrics import fid, inception_score
+from p2p.errors import P2PError
+from p2p.metrics import fid, inception_score, protocol
 from p2p.metrics.features import THREADS, Settings
 from p2p.translate import pick_device
 
@@ -33,6 +35,14 @@ DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or 
 
 def _settings(device: str, batch_size: int, workers: int) -> Settings:
     return Settings(pick_device(device), batch_size, workers)
+
+
+@contextlib.contextmanager
+def _bars(work: str, weights: str) -> Iterator[dict]:
+    """The progress callbacks of a command: its images, and the download of its weights."""
+    with contextlib.ExitStack() as bars:
+        yield {"progress": lazy_bar(bars, work, "items"),
+               "download_progress": lazy_bar(bars, f"downloading {weights}", "bytes")}
 
 
 def _print(values: dict, as_json: bool, title: str) -> None:
@@ -64,11 +74,9 @@ def fid_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fréchet Inception Distance between two image sets (pytorch-fid's FID Inception)."""
-    with contextlib.ExitStack() as bars:
-        result = fid.compute_fid(
-            real, fake, _settings(device, batch_size, workers), weights,
-            progress=lazy_bar(bars, "Inception features", "items"),
-            download_progress=lazy_bar(bars, "downloading FID Inception weights", "bytes"))
+    with _bars("Inception features", "FID Inception weights") as bars:
+        result = fid.compute_fid(real, fake, _settings(device, batch_size, workers), weights,
+                                 **bars)
     _print({"fid": result.fid, "n_real": result.n_real, "n_fake": result.n_fake}, as_json, "FID")
 
 
@@ -84,11 +92,9 @@ def is_command(
     as_json: JsonOption = False,
 ) -> None:
     """Inception Score of a set of images (torchvision's ImageNet Inception v3)."""
-    with contextlib.ExitStack() as bars:
-        result = inception_score.compute_is(
-            fake, _settings(device, batch_size, workers), splits, weights,
-            progress=lazy_bar(bars, "Inception classes", "items"),
-            download_progress=lazy_bar(bars, "downloading IS Inception weights", "bytes"))
+    with _bars("Inception classes", "IS Inception weights") as bars:
+        result = inception_score.compute_is(fake, _settings(device, batch_size, workers), splits,
+                                            weights, **bars)
     _print({"is": result.inception_score, "is_std": result.std, "n": result.n}, as_json, "IS")
 
 
@@ -103,12 +109,74 @@ def stats_command(
     as_json: JsonOption = False,
 ) -> None:
     """Save a folder's FID statistics (mean and covariance of its features) for reuse."""
-    with contextlib.ExitStack() as bars:
-        stats = fid.compute_statistics(
-            folder, out, _settings(device, batch_size, workers), weights,
-            progress=lazy_bar(bars, "Inception features", "items"),
-            download_progress=lazy_bar(bars, "downloading FID Inception weights", "bytes"))
+    with _bars("Inception features", "FID Inception weights") as bars:
+        stats = fid.compute_statistics(folder, out, _settings(device, batch_size, workers),
+                                       weights, **bars)
     if as_json:
         print(json.dumps({"n": stats.n, "out": str(out)}), flush=True)
     else:
         console.info(f"statistics of {stats.n} images -> {out}")
+
+
+@app.command("run")
+def run_command(
+    recipe: Annotated[Path | None, typer.Option(
+        "--recipe", help="Evaluate on this recipe's dataset and direction, at its crop size.")
+    ] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="A row of the published table: facades, aerial2maps, maps2aerial or "
+        "edges2shoes.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="A checkpoint file or a training run directory. Default "
+        "with --task: the published (zoo) model of that task.")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="Dataset name or folder (overrides the task's or recipe's).")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="A folder holding both Inception weights files. Default: "
+        "$P2P_HOME/weights/, downloaded there (sha256-verified) when missing.")] = None,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", "-b", min=1, help="Generator batch; training-mode batch norm uses each "
+        "batch's statistics, so this changes the outputs (the table: 4).")
+    ] = protocol.GENERATOR_BATCH,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the dropout noise.")] = 0,
+    splits: Annotated[int, typer.Option("--splits", min=1, help="IS groups.")] = 10,
+    workers: WorkersOption = THREADS,
+    device: DeviceOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Translate a test split with the published table's protocol; print FID and IS next to the
+    published mmagic and official numbers."""
+    if (recipe is None) == (task is None):
+        raise P2PError("give --recipe PATH or --task NAME, exactly one")
+    target = (protocol.target_for_task(task, data) if task is not None
+              else protocol.target_for_recipe(recipe, data))
+    with contextlib.ExitStack() as bars:
+        result = protocol.run(
+            target, checkpoint, _settings(device, 50, workers), weights, batch_size=batch_size,
+            seed=seed, splits=splits, progress=lazy_bar(bars, "translating and scoring", "items"),
+            data_progress=lazy_bar(bars, "loading data", "items"),
+            download_progress=lambda what: lazy_bar(bars, f"downloading {what}", "bytes"))
+    if as_json:
+        print(json.dumps({"fid": result.fid, "n_real": result.n_real, "n_fake": result.n_fake,
+                          "is": result.inception_score, "is_std": result.is_std,
+                          "n": result.n_fake}), flush=True)
+        return
+    _print_comparison(result, target)
+
+
+def _print_comparison(result: protocol.RunResult, target: protocol.Target) -> None:
+    row = target.row
+    title = (f"{row.task if row else target.data}: {result.split} split, {result.n_fake} images, "
+             f"{target.direction}")
+    table = Table(title=title)
+    for column in ("", "FID", "IS"):
+        table.add_column(column, justify="right" if column else "left")
+    table.add_row("this run", f"{result.fid:.4f}",
+                  f"{result.inception_score:.3f} ± {result.is_std:.3f}")
+    if row is not None:
+        table.add_row("mmagic (published)", f"{row.mmagic_fid:.4f}", f"{row.mmagic_is:.3f}")
+        table.add_row("official (published)", f"{row.official_fid:.3f}", f"{row.official_is:.3f}")
+    stdout.print(table)
+    if row is not None and result.n_fake != row.images:
+        console.info(f"note: the table's {row.task} {row.split} split has {row.images} images, "
+                     f"this one {result.n_fake}; the numbers are not comparable")

@@ -17,6 +17,7 @@ work here too) and ``n``. The statistics of real image folders are cached under
 import functools
 import hashlib
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -70,10 +71,14 @@ def frechet_distance(real: Statistics, fake: Statistics) -> float:
     if real.mu.shape != fake.mu.shape:
         raise P2PError(f"statistics of different dimensions: {real.mu.shape[0]} (real) and "
                        f"{fake.mu.shape[0]} (fake)", "both must come from the FID Inception")
-    covmean = linalg.sqrtm(fake.sigma @ real.sigma)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(real.mu)) * SQRTM_EPS
-        covmean = linalg.sqrtm((fake.sigma + offset) @ (real.sigma + offset))
+    with warnings.catch_warnings():
+        # With fewer images than dimensions (every set of the table) the product is singular;
+        # that is expected, and what sqrtm returns is checked below.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(fake.sigma @ real.sigma)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(real.mu)) * SQRTM_EPS
+            covmean = linalg.sqrtm((fake.sigma + offset) @ (real.sigma + offset))
     if np.iscomplexobj(covmean):
         imaginary = np.abs(np.diagonal(covmean).imag).max()
         if imaginary > MAX_IMAGINARY:

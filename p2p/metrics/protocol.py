@@ -1,0 +1,217 @@
+"""The published table's protocol: which split is translated, how, and the numbers to compare.
+
+The seeds' table (mmagic configs/pix2pix/README.md) reports TransFID and TransIS with
+``inception_style='PyTorch'`` for four runs; its "official" rows are the numbers mmagic reports
+for the official pix2pix generators. Per run, every image of the split is resized (bicubic) to
+256x256, the generator translates the source side in paper mode (training-mode batch norm, so
+the statistics of each batch of 4, and dropout on), and the outputs are compared with the
+target side: FID on the float outputs as they are, IS on the outputs truncated to uint8.
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from p2p.checkpoint import load_generator, resolve
+from p2p.data.catalog import resolve_dataset
+from p2p.data.paired import PairedImages, to_float
+from p2p.errors import P2PError
+from p2p.images import to_uint8
+from p2p.metrics import fid, inception_score
+from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
+from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
+from p2p.recipe import load_recipe
+
+IMAGE_SIZE = 256
+GENERATOR_BATCH = 4
+
+
+@dataclass(frozen=True)
+class TableRow:
+    task: str
+    dataset: str  # the dataset's name in `p2p data list`
+    direction: str  # the source side of its A|B pairs
+    split: str
+    images: int
+    mmagic_fid: float
+    mmagic_is: float
+    official_fid: float
+    official_is: float
+
+
+TABLE = [
+    TableRow("facades", "facades", "BtoA", "test", 106, 124.9773, 1.620, 119.135, 1.650),
+    TableRow("aerial2maps", "maps", "AtoB", "val", 1098, 122.5856, 3.137, 149.731, 2.529),
+    TableRow("maps2aerial", "maps", "BtoA", "val", 1098, 88.4635, 3.310, 102.072, 3.552),
+    TableRow("edges2shoes", "edges2shoes", "AtoB", "val", 200, 84.3750, 2.815, 75.774, 2.766),
+]
+
+
+def find_row(task: str) -> TableRow:
+    for row in TABLE:
+        if row.task == task:
+            return row
+    tasks = ", ".join(row.task for row in TABLE)
+    raise P2PError(f"unknown task {task!r}", f"the table's tasks: {tasks}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A split to translate and score, and the table row it compares with (if any)."""
+
+    data: str  # a dataset name or folder
+    split: str | None  # None: the folder's test split if it has one, else val
+    direction: str
+    load_size: int
+    row: TableRow | None
+
+
+def target_for_task(task: str, data: str | None = None) -> Target:
+    row = find_row(task)
+    return Target(data or row.dataset, row.split, row.direction, IMAGE_SIZE, row)
+
+
+def target_for_recipe(path: str | os.PathLike, data: str | None = None) -> Target:
+    """The recipe's dataset and direction at its crop size (the test-time size)."""
+    recipe = load_recipe(path)
+    source = data or recipe.data.path
+    name = Path(source).name
+    row = next((r for r in TABLE
+                if r.dataset == name and r.direction == recipe.data.direction), None)
+    return Target(source, row.split if row else None, recipe.data.direction,
+                  recipe.data.crop_size, row)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    fid: float
+    inception_score: float
+    is_std: float
+    n_real: int
+    n_fake: int
+    split: str | None = None
+
+
+def paper_mode_outputs(generator: nn.Module, dataset: PairedImages, batch_size: int,
+                       device: torch.device) -> Iterator[torch.Tensor]:
+    """The generator's float outputs for the dataset's sources, in order, ``batch_size`` at a
+    time, in training mode (batch statistics, dropout). Seed torch first for repeatable dropout.
+    """
+    was_training = generator.training
+    generator.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(dataset), batch_size):
+                indices = list(range(start, min(start + batch_size, len(dataset))))
+                sources, _ = dataset.get_many(indices)
+                yield generator(to_float(sources).to(device)).float()
+    finally:
+        generator.train(was_training)
+
+
+def _rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inception reads RGB: a gray image (1 channel) is its three equal channels."""
+    return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if x.shape[-3] == 1 else x
+
+
+def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module,
+             is_network: nn.Module, settings: Settings, *, batch_size: int = GENERATOR_BATCH,
+             splits: int = inception_score.SPLITS, real_key_items: Iterable[bytes] | None = None,
+             progress: Progress | None = None) -> RunResult:
+    """FID (targets vs outputs) and IS (outputs) of ``generator`` on ``dataset``.
+
+    The real statistics are cached under ``real_key_items`` (what identifies the targets) when
+    given. ``is_network`` gives class probabilities."""
+    n = len(dataset)
+    tally = Tally(2 * n, progress)
+
+    def real_statistics() -> fid.Statistics:
+        batches = preprocessed_batches(
+            range(n), lambda i: fid.fid_input(_rgb(dataset[i][1])), settings)
+        return fid.statistics(network_outputs(fid_network, batches, settings, tally))
+
+    if real_key_items is None:
+        real = real_statistics()
+    else:
+        real = fid.cached_statistics(fid.cache_key(fid_network, real_key_items), real_statistics)
+        if tally.done == 0:
+            tally.advance(n)
+
+    features, probabilities = [], []
+    with torch.inference_mode():
+        for outputs in paper_mode_outputs(generator, dataset, batch_size, settings.device):
+            outputs = _rgb(outputs)
+            features.append(fid_network(outputs).double().cpu().numpy())  # not rounded
+            truncated = torch.stack([inception_score.is_input(to_uint8(o)) for o in outputs.cpu()])
+            probabilities.append(is_network(truncated.to(settings.device)).double().cpu().numpy())
+            tally.advance(len(outputs))
+    fake = fid.statistics(np.concatenate(features))
+    score, std = inception_score.inception_score(np.concatenate(probabilities), splits)
+    return RunResult(fid.frechet_distance(real, fake), score, std, n, n)
+
+
+def dataset_key_items(dataset: PairedImages, split: str) -> Iterator[bytes]:
+    """What identifies the real side of a split: its files' names and bytes, and how it is read."""
+    yield f"{split} {dataset.direction} {dataset.load_size} {dataset.out_channels}".encode()
+    for pair in dataset.files:
+        for path in pair:
+            if path is not None:
+                yield path.name.encode() + b"\0" + path.read_bytes()
+
+
+def _split_of(root: Path, target: Target) -> str:
+    if target.split is not None:
+        return target.split
+    return "test" if (root / "test").is_dir() else "val"
+
+
+def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings = Settings(),
+        weights: str | os.PathLike | None = None, *, batch_size: int = GENERATOR_BATCH,
+        seed: int = 0, splits: int = inception_score.SPLITS, progress: Progress | None = None,
+        data_progress: Progress | None = None,
+        download_progress: Callable[[str], DownloadProgress] | None = None) -> RunResult:
+    """Translate ``target``'s split with ``checkpoint`` (for a task, default: the zoo model of
+    the same name) under the table's protocol and score it. ``weights`` is a folder holding both
+    Inception weights files; ``download_progress(what)`` gives a callback per download."""
+    if checkpoint is None:
+        if target.row is None:
+            raise P2PError("no checkpoint given", "--checkpoint PATH (a file or a run directory)")
+        from p2p import zoo  # only this path needs the zoo and its downloads
+
+        checkpoint = zoo.checkpoint_path(target.row.task, progress=_named(download_progress,
+                                                                          target.row.task))
+    generator, state = load_generator(resolve(checkpoint), map_location=settings.device)
+    if state.get("direction") != target.direction:
+        raise P2PError(f"{checkpoint}: the generator translates {state.get('direction')}, but "
+                       f"this evaluation reads {target.direction}",
+                       "pick the checkpoint trained for this task")
+    if target.load_size % 2 ** generator.config.num_downs:
+        raise P2PError(f"{checkpoint}: images of {target.load_size} pixels do not fit a U-Net "
+                       f"with {generator.config.num_downs} levels")
+    root = resolve_dataset(target.data)
+    split = _split_of(root, target)
+    dataset = PairedImages(root, split, target.direction, target.load_size,
+                           generator.config.in_channels, generator.config.out_channels,
+                           workers=settings.workers, progress=data_progress)
+    fid_network = fid_inception(weights, _named(download_progress, "FID Inception weights"))
+    is_network = inception_score.class_probabilities(
+        is_inception(weights, _named(download_progress, "IS Inception weights")))
+    with torch.random.fork_rng(devices=[settings.device] if settings.device.type == "cuda"
+                               else []):
+        torch.manual_seed(seed)
+        result = evaluate(generator, dataset, fid_network.to(settings.device),
+                          is_network.to(settings.device), settings, batch_size=batch_size,
+                          splits=splits, real_key_items=dataset_key_items(dataset, split),
+                          progress=progress)
+    return dataclasses.replace(result, split=split)
+
+
+def _named(factory: Callable[[str], DownloadProgress] | None,
+           what: str) -> DownloadProgress | None:
+    return factory(what) if factory else None
