@@ -75,11 +75,17 @@ def read_pair(a_path: Path, b_path: Path | None) -> tuple[Image.Image, Image.Ima
     return ab.crop((0, 0, half, height)), ab.crop((half, 0, width, height))
 
 
-def _to_tensor(img: Image.Image, channels: int, size: int) -> torch.Tensor:
+def _to_tensor(img: Image.Image, channels: int, size: int, antialias: bool) -> torch.Tensor:
     img = img.convert("L" if channels == 1 else "RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.BICUBIC)
-    return pil_to_tensor(img)
+    if img.size == (size, size):
+        return pil_to_tensor(img)
+    if antialias:  # Pillow's bicubic widens its kernel when shrinking: the official code's resize
+        return pil_to_tensor(img.resize((size, size), Image.BICUBIC))
+    # OpenCV's bicubic (a = -0.75, half-pixel centres, no antialiasing), which mmagic's pipelines
+    # use; it matters for maps (600 -> 256) when reproducing mmagic's table.
+    x = pil_to_tensor(img).float()[None]
+    x = torch.nn.functional.interpolate(x, (size, size), mode="bicubic", align_corners=False)
+    return x[0].round().clamp(0, 255).to(torch.uint8)
 
 
 class PairedImages:
@@ -88,7 +94,7 @@ class PairedImages:
     def __init__(self, root: str | os.PathLike, split: str = "train", direction: str = "AtoB",
                  load_size: int = 286, in_channels: int = 3, out_channels: int = 3,
                  cache_gb: float = 4.0, workers: int = 2,
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, antialias: bool = True):
         if direction not in ("AtoB", "BtoA"):
             raise P2PError(f"direction must be AtoB or BtoA, got {direction!r}")
         self.files = find_pairs(root, split)
@@ -96,6 +102,7 @@ class PairedImages:
         self.direction, self.load_size = direction, load_size
         self.in_channels, self.out_channels = in_channels, out_channels
         self.workers = max(1, workers)
+        self.antialias = antialias
         size_gb = len(self.files) * (in_channels + out_channels) * load_size**2 / 1e9
         self.cache: list[Pair] | None = None
         if size_gb <= cache_gb:
@@ -109,8 +116,8 @@ class PairedImages:
     def _load(self, index: int) -> Pair:
         a, b = read_pair(*self.files[index])
         source, target = (a, b) if self.direction == "AtoB" else (b, a)
-        return (_to_tensor(source, self.in_channels, self.load_size),
-                _to_tensor(target, self.out_channels, self.load_size))
+        return (_to_tensor(source, self.in_channels, self.load_size, self.antialias),
+                _to_tensor(target, self.out_channels, self.load_size, self.antialias))
 
     def __len__(self) -> int:
         return len(self.files)

@@ -2,10 +2,11 @@
 
 The seeds' table (mmagic configs/pix2pix/README.md) reports TransFID and TransIS with
 ``inception_style='PyTorch'`` for four runs; its "official" rows are the numbers mmagic reports
-for the official pix2pix generators. Per run, every image of the split is resized (bicubic) to
-256x256, the generator translates the source side in paper mode (training-mode batch norm, so
-the statistics of each batch of 4, and dropout on), and the outputs are compared with the
-target side: FID on the float outputs as they are, IS on the outputs truncated to uint8.
+for the official pix2pix generators. Per run, every image of the split is resized to 256x256
+(bicubic as OpenCV does it in mmagic's pipeline: no antialiasing), the generator translates the
+source side in paper mode (training-mode batch norm, so the statistics of each batch of 4, and
+dropout on), and the outputs are compared with the target side: FID on the float outputs as they
+are, IS on the outputs truncated to uint8.
 """
 
 import dataclasses
@@ -198,7 +199,7 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
     split = _split_of(root, target)
     dataset = PairedImages(root, split, target.direction, target.load_size,
                            generator.config.in_channels, generator.config.out_channels,
-                           workers=settings.workers, progress=data_progress)
+                           workers=settings.workers, progress=data_progress, antialias=False)
     fid_network = fid_inception(weights, _named(download_progress, "FID Inception weights"))
     is_network = inception_score.class_probabilities(
         is_inception(weights, _named(download_progress, "IS Inception weights")))
