@@ -18,10 +18,10 @@ from pathlib import Path
 
 from p2p.errors import P2PError
 from p2p.images import encode_image, open_image
+from p2p.metrics.protocol import METRICS_FILE  # written by `p2p eval run`
 from p2p.paths import atomic_path
 from p2p.recipe import load_recipe
 
-METRICS_FILE = "metrics.json"  # written into the run by `p2p eval run`
 MAX_SAMPLES = 12  # sample grids shown over time; more are thinned out evenly
 TABLE_ROWS = 20  # rows of the table of logged values
 INLINE_PNG_MAX = 300_000  # bytes; larger sample PNGs are inlined as JPEG to keep the page light

@@ -163,6 +163,15 @@ def test_run_prints_the_documented_json_and_the_table_beside_the_published_rows(
                  "119.135", "1.650"):
         assert text in table.out
     assert "not comparable" in table.stderr
+    assert not (tmp_path / "metrics.json").exists()  # a checkpoint file: nothing stored
+    # A run directory keeps its scores for `p2p report`.
+    run_dir = tmp_path / "run"
+    save_checkpoint(run_dir / "checkpoints" / "latest.pt",
+                    generator_state(make_generator(), "BtoA", 256))
+    args[args.index(checkpoint)] = run_dir
+    assert cli(*args, "--json").exit_code == 0
+    stored = json.loads((run_dir / "metrics.json").read_text())
+    assert stored["fid"] == 42.0 and stored["n_fake"] == 4 and stored["task"] == "facades"
 
 
 def test_run_refuses_what_does_not_fit(cli, tmp_path):

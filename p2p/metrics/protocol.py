@@ -10,6 +10,7 @@ are, IS on the outputs truncated to uint8.
 """
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -27,9 +28,11 @@ from p2p.images import to_uint8
 from p2p.metrics import fid, inception_score
 from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
+from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
 
 IMAGE_SIZE = 256
+METRICS_FILE = "metrics.json"  # written into a run directory that is evaluated; p2p report shows it
 GENERATOR_BATCH = 4
 
 
@@ -210,7 +213,15 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
                           is_network.to(settings.device), settings, batch_size=batch_size,
                           splits=splits, real_key_items=dataset_key_items(dataset, split),
                           progress=progress)
-    return dataclasses.replace(result, split=split)
+    result = dataclasses.replace(result, split=split)
+    if Path(checkpoint).is_dir():  # a training run: keep its scores beside it for `p2p report`
+        record = {"fid": result.fid, "is": result.inception_score, "is_std": result.is_std,
+                  "n_real": result.n_real, "n_fake": result.n_fake, "split": split,
+                  "task": target.row.task if target.row else None,
+                  "iteration": state.get("iteration"), "batch_size": batch_size, "seed": seed}
+        write_bytes_atomic(Path(checkpoint) / METRICS_FILE,
+                           (json.dumps(record, indent=2) + "\n").encode())
+    return result
 
 
 def _named(factory: Callable[[str], DownloadProgress] | None,
