@@ -5,11 +5,16 @@ For each batch size, the median (and best) of ``--repeats`` timed runs after one
   end to end   ``p2p.translate`` over a folder of 256x256 JPEGs: decode, compute, encode, write
 It also measures the generator's forward FLOPs per image (torch.utils.flop_counter) and the
 machine's matmul GFLOP/s in the dtype the generator computes in (fp32 on CPU, bf16 autocast on
-CUDA; the best of runs before and after), and the fraction of that roofline the median reaches.
+CUDA; the best of several runs), and the fraction of that roofline the median reaches.
+Beside wall-clock figures it reports images per CPU-second of this process (all its threads) and
+the matching fraction of the matmul's GFLOP per CPU-second: on a machine shared with other work
+these stay put while wall-clock figures swing (on CUDA they only measure host overhead).
 
-    python benchmarks/translate_speed.py [--repeats 3] [--images 32] [--device auto] [--json]
+    python benchmarks/translate_speed.py [--repeats 3] [--images 32] [--threads N] [--json]
 
-Timings on shared machines are noisy: other processes take cores away mid-run.
+Timings on shared machines are noisy: other processes take cores away mid-run, and OpenMP's
+multi-threaded kernels slow down far more than in proportion when one of their threads loses its
+core, so compare --threads 1 figures there.
 """
 
 import argparse
@@ -40,24 +45,31 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, repeats: int, device: torch.device) -> list[float]:
-    """Seconds of ``repeats`` runs of ``fn`` after one warm-up (allocator, kernel selection)."""
+def timed(fn, repeats: int, device: torch.device) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of ``repeats`` runs of ``fn`` after one warm-up.
+
+    CPU seconds (all threads of this process) barely change when other processes take the
+    cores, so on a shared machine they say more about the code than wall seconds do.
+    """
     fn()
     synchronize(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
+def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+    """Best GFLOP per wall second and per CPU second of a square matmul."""
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / min(timed(lambda: a @ b, repeats + 2, device)) / 1e9
+    wall, cpu = timed(lambda: a @ b, repeats + 2, device)
+    return 2 * n**3 / min(wall) / 1e9, 2 * n**3 / min(cpu) / 1e9
 
 
 def forward_flops(generator: torch.nn.Module) -> int:
@@ -77,10 +89,13 @@ def write_inputs(folder: Path, count: int) -> None:
         Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
 
 
-def row(what: str, paper_mode: bool, batch_size: int, images: int, times: list[float]) -> dict:
+def row(what: str, paper_mode: bool, batch_size: int, images: int,
+        times: tuple[list[float], list[float]]) -> dict:
+    wall, cpu = times
     return {"what": what, "mode": "paper" if paper_mode else "eval", "batch": batch_size,
-            "images_per_s": images / statistics.median(times),
-            "best_images_per_s": images / min(times)}
+            "images_per_s": images / statistics.median(wall),
+            "best_images_per_s": images / min(wall),
+            "images_per_cpu_s": images / statistics.median(cpu)}
 
 
 def main() -> None:
@@ -89,8 +104,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=32, help="images per end-to-end run")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads [default: torch's choice]; "
+                        "1 gives steady per-core figures on a busy machine")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     load_before = os.getloadavg()[0]
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -102,7 +121,6 @@ def main() -> None:
         flops = forward_flops(generator)
         save_checkpoint(tmp / "unet_256.pt", generator_state(generator, "AtoB", SIZE))
         model = load_model(tmp / "unet_256.pt", device=str(device))
-        matmul = matmul_gflops(device, dtype, args.repeats)
         (tmp / "in").mkdir()
         write_inputs(tmp / "in", args.images)
 
@@ -120,17 +138,19 @@ def main() -> None:
 
             times = timed(end_to_end, args.repeats, device)
             rows.append(row("end to end", True, batch_size, args.images, times))
-        # Once more at the end: on a shared machine either measurement may be the disturbed one.
-        matmul = max(matmul, matmul_gflops(device, dtype, args.repeats))
+    matmul = matmul_gflops(device, dtype, args.repeats)
 
     for r in rows:
         r["gflop_per_s"] = r["images_per_s"] * flops / 1e9
-        r["roofline_fraction"] = r["gflop_per_s"] / matmul
+        r["roofline_fraction"] = r["gflop_per_s"] / matmul[0]
+        r["gflop_per_cpu_s"] = r["images_per_cpu_s"] * flops / 1e9
+        r["cpu_roofline_fraction"] = r["gflop_per_cpu_s"] / matmul[1]
     result = {
         "device": str(device), "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "forward_gflop_per_image": flops / 1e9,
-        f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_s": matmul,
+        f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_s": matmul[0],
+        f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_cpu_s": matmul[1],
         "repeats": args.repeats, "load_average_before_after": [load_before, os.getloadavg()[0]],
         "rows": rows,
     }
@@ -141,14 +161,16 @@ def main() -> None:
     print(f"device {device} ({result['processor']}), torch {torch.__version__}, "
           f"{result['threads']} threads, median of {args.repeats} runs, 1-min load average "
           f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after (others' work skews it)")
-    print(f"unet_256 forward: {flops / 1e9:.2f} GFLOP per 256x256 image; "
-          f"{str(dtype).removeprefix('torch.')} matmul: {matmul:.1f} GFLOP/s")
+    dtype_name = str(dtype).removeprefix("torch.")
+    print(f"unet_256 forward: {flops / 1e9:.2f} GFLOP per 256x256 image; {dtype_name} matmul: "
+          f"{matmul[0]:.1f} GFLOP/s, {matmul[1]:.1f} GFLOP per CPU-second")
     print(f"{'what':<12}{'mode':<7}{'batch':>6}{'images/s':>10}{'(best)':>8}{'GFLOP/s':>9}"
-          f"{'roofline':>10}")
+          f"{'roofline':>10}{'img/CPU-s':>11}{'CPU roofline':>14}")
     for r in rows:
         print(f"{r['what']:<12}{r['mode']:<7}{r['batch']:>6}{r['images_per_s']:>10.2f}"
               f"{r['best_images_per_s']:>8.2f}{r['gflop_per_s']:>9.1f}"
-              f"{r['roofline_fraction']:>10.0%}")
+              f"{r['roofline_fraction']:>10.0%}{r['images_per_cpu_s']:>11.2f}"
+              f"{r['cpu_roofline_fraction']:>14.0%}")
 
 
 if __name__ == "__main__":
