@@ -1,10 +1,11 @@
 """Inference: run a pix2pix generator over image files of any size, in batches.
 
-Test-time mode. The paper and its published tables run the generator at test time as in
-training: dropout on, and batch norm normalizing each image with its own statistics (they test at
-batch size 1). That is ``paper_mode`` and the default; ``paper_mode=False`` is the usual eval mode
-(running statistics, no dropout). Paper mode computes every image's statistics on its own even in
-a batch, so the batch size changes the speed, not the result, and running statistics stay intact.
+Test-time mode. The paper's code runs the generator at test time as in training, at batch size
+1: dropout on, and batch norm normalizing each image with its own statistics. That is
+``paper_mode`` and the default; ``paper_mode=False`` is the usual eval mode (running statistics,
+no dropout). Paper mode computes every image's statistics on its own even in a batch, so the batch
+size changes the speed and the dropout draws, not the normalization; running statistics stay
+intact.
 
 Sizes. By default an image is resized (bicubic, as the published protocol) to the size the model
 was trained at and the output resized back; with ``keep_size`` it is reflect-padded to a multiple
@@ -58,10 +59,10 @@ def run_generator(generator: nn.Module, batch: torch.Tensor,
 
     Returns float32 (N, C_out, H, W) in [-1, 1]. H and W must be multiples of 2**num_downs.
 
-    ``paper_mode=True`` is the test-time mode of the paper and its published tables: dropout on,
-    and each batch-norm layer normalizing each image by that image's own statistics (what
-    training-mode batch norm does at the published test batch size of 1), whatever N is; the
-    running statistics are neither used nor updated. ``paper_mode=False`` is eval mode: running
+    ``paper_mode=True`` is the test-time mode of the paper's code: dropout on, and each
+    batch-norm layer normalizing each image by that image's own statistics (what training-mode
+    batch norm does at its test batch size of 1), whatever N is; the running statistics are
+    neither used nor updated. ``paper_mode=False`` is eval mode: running
     statistics, no dropout, deterministic. Dropout draws from torch's global RNG: call
     ``torch.manual_seed`` first for repeatable paper-mode output. The generator's train/eval
     state is restored afterwards. Runs under ``torch.inference_mode`` in channels_last, with
