@@ -76,6 +76,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Build the generator stored in a checkpoint; returns (generator, checkpoint dict)."""
     state = load_checkpoint(path, map_location)
-    generator = UnetGenerator(GeneratorConfig(**state["generator_config"]))
-    generator.load_state_dict(state["generator"])
+    missing = [k for k in ("generator_config", "generator", "direction", "image_size")
+               if k not in state]
+    if missing:
+        raise P2PError(f"{resolve(path)}: incomplete p2p checkpoint (no {', '.join(missing)})",
+                       "save it again with p2p, or import published weights with p2p zoo import")
+    try:
+        generator = UnetGenerator(GeneratorConfig(**state["generator_config"]))
+        generator.load_state_dict(state["generator"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise P2PError(f"{resolve(path)}: the generator in this checkpoint does not load "
+                       f"({first_line})") from None
     return generator, state

@@ -7,7 +7,9 @@ of blocks, ``down`` (encoder) and ``up`` (decoder), instead of the official recu
 of ``down[i]``'s output (the skip) and ``up[i + 1]``'s output.
 """
 
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -137,3 +139,16 @@ def init_weights(model: nn.Module, std: float = 0.02) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@contextlib.contextmanager
+def buffers_restored(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in training mode without keeping what that does to its buffers (batch-norm
+    running statistics), e.g. for test-time generation in the paper's mode."""
+    saved = {name: b.clone() for name, b in model.named_buffers()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(saved[name])

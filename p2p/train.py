@@ -32,7 +32,7 @@ from p2p.data.paired import (
 from p2p.errors import P2PError
 from p2p.images import save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
-from p2p.models import PatchDiscriminator, UnetGenerator, init_weights
+from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
 from p2p.paths import atomic_path
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
@@ -171,13 +171,10 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
 
     Sampling leaves no trace: the RNG and the batch-norm running statistics are restored, so a
     run's weights do not depend on when it sampled (resume stays bit-identical)."""
-    buffers = {name: b.clone() for name, b in models.generator.named_buffers()}
     cuda = [source.device] if source.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda), torch.no_grad(), autocast:
+    with (torch.random.fork_rng(devices=cuda), buffers_restored(models.generator),
+          torch.no_grad(), autocast):
         fake = models.generator(source).float()
-    with torch.no_grad():
-        for name, b in models.generator.named_buffers():
-            b.copy_(buffers[name])
 
     def rgb(x):
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x

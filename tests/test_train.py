@@ -118,3 +118,21 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tiny, tmp_path):
                              "--iters", str(stopped_at + 2)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert load_checkpoint(run)["iteration"] == stopped_at + 2
+
+
+def test_incomplete_or_foreign_checkpoints_are_user_errors(tmp_path):
+    from p2p.checkpoint import FORMAT, save_checkpoint
+    from p2p.errors import P2PError
+
+    save_checkpoint(tmp_path / "partial.pt", {"generator": {}})
+    with pytest.raises(P2PError, match="incomplete p2p checkpoint .no generator_config"):
+        load_generator(tmp_path / "partial.pt")
+    save_checkpoint(tmp_path / "wrong.pt", {"generator_config": {"num_downs": 5, "ngf": 8},
+                                            "generator": {"down.0.conv.weight": torch.zeros(1)},
+                                            "direction": "AtoB", "image_size": 32})
+    with pytest.raises(P2PError, match="does not load"):
+        load_generator(tmp_path / "wrong.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(P2PError, match="not a p2p checkpoint"):
+        load_generator(tmp_path / "other.pt")
+    assert FORMAT.startswith("p2p-checkpoint")

@@ -53,3 +53,18 @@ def progress_bar(description: str, total: int | None = None,
             progress.update(task, completed=completed)
 
         yield update
+
+
+def lazy_bar(stack: contextlib.ExitStack, description: str,
+             unit: str = "items") -> Callable[[int, int | None], None]:
+    """A progress callback that opens its bar in ``stack`` on first use, so nothing is shown
+    when nothing happens (e.g. no download because the file is already here)."""
+    update = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal update
+        if update is None:
+            update = stack.enter_context(progress_bar(description, total, unit=unit))
+        update(done, total)
+
+    return progress

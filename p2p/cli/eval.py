@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p.cli import console
-from p2p.cli.translate import _lazy_bar as lazy_bar
 from p2p.errors import P2PError
 from p2p.metrics import fid, inception_score, protocol
 from p2p.metrics.features import THREADS, Settings
@@ -41,8 +40,8 @@ def _settings(device: str, batch_size: int, workers: int) -> Settings:
 def _bars(work: str, weights: str) -> Iterator[dict]:
     """The progress callbacks of a command: its images, and the download of its weights."""
     with contextlib.ExitStack() as bars:
-        yield {"progress": lazy_bar(bars, work, "items"),
-               "download_progress": lazy_bar(bars, f"downloading {weights}", "bytes")}
+        yield {"progress": console.lazy_bar(bars, work, "items"),
+               "download_progress": console.lazy_bar(bars, f"downloading {weights}", "bytes")}
 
 
 def _print(values: dict, as_json: bool, title: str) -> None:
@@ -153,9 +152,10 @@ def run_command(
     with contextlib.ExitStack() as bars:
         result = protocol.run(
             target, checkpoint, _settings(device, 50, workers), weights, batch_size=batch_size,
-            seed=seed, splits=splits, progress=lazy_bar(bars, "translating and scoring", "items"),
-            data_progress=lazy_bar(bars, "loading data", "items"),
-            download_progress=lambda what: lazy_bar(bars, f"downloading {what}", "bytes"))
+            seed=seed, splits=splits,
+            progress=console.lazy_bar(bars, "translating and scoring", "items"),
+            data_progress=console.lazy_bar(bars, "loading data", "items"),
+            download_progress=lambda what: console.lazy_bar(bars, f"downloading {what}", "bytes"))
     if as_json:
         print(json.dumps({"fid": result.fid, "n_real": result.n_real, "n_fake": result.n_fake,
                           "is": result.inception_score, "is_std": result.is_std,

@@ -72,14 +72,13 @@ def translate(
     report = core.Report()
     if plan.jobs:
         with contextlib.ExitStack() as bars:
-            model = core.load_model(checkpoint, task, device,
-                                    download_progress=_lazy_bar(bars, f"downloading {task}",
-                                                                "bytes"))
+            download = console.lazy_bar(bars, f"downloading {task}", "bytes")
+            model = core.load_model(checkpoint, task, device, download_progress=download)
         options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
                                         keep_size=keep_size, paper_mode=not eval_mode,
                                         batch_size=batch_size, seed=seed, skip_bad=skip_bad)
         with contextlib.ExitStack() as bars:
-            progress = _lazy_bar(bars, "translating", "items") if len(plan.jobs) > 1 else None
+            progress = console.lazy_bar(bars, "translating") if len(plan.jobs) > 1 else None
             report = core.translate(model, plan.jobs, options, progress)
 
     if report.output_bytes is not None:
@@ -93,19 +92,6 @@ def translate(
         console.info(f"{len(report.bad)} bad input(s) skipped, {len(plan.existing)} existing "
                      "output(s) kept")
         raise typer.Exit(1)
-
-
-def _lazy_bar(stack: contextlib.ExitStack, description: str, unit: str):
-    """A progress callback that opens its bar on first use (no bar when nothing happens)."""
-    update = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal update
-        if update is None:
-            update = stack.enter_context(console.progress_bar(description, total, unit=unit))
-        update(done, total)
-
-    return progress
 
 
 def _list(label: str, lines: list[str]) -> None:

@@ -13,7 +13,6 @@ from rich.table import Table
 
 from p2p import zoo
 from p2p.cli import console
-from p2p.cli.translate import _lazy_bar as lazy_bar  # a bar only once a download starts
 
 app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
                   no_args_is_help=True)
@@ -51,7 +50,7 @@ def pull(
     """Download, verify and convert a published model; prints the checkpoint path on stdout."""
     with contextlib.ExitStack() as stack:
         pulled = zoo.pull(name, url=url, source_file=source_file,
-                          progress=lazy_bar(stack, f"downloading {name}", "bytes"))
+                          progress=console.lazy_bar(stack, f"downloading {name}", "bytes"))
     if pulled.verified:
         console.info(f"sha256 verified: {pulled.sha256}")
     else:
@@ -92,7 +91,7 @@ def export(
     """Export a generator (eval mode, dynamic batch axis), checked against ours."""
     with contextlib.ExitStack() as stack:
         result = zoo.export(source, fmt, out,
-                            progress=lazy_bar(stack, f"downloading {source}", "bytes"))
+                            progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
         console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
     else:

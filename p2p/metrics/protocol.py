@@ -28,6 +28,7 @@ from p2p.images import to_uint8
 from p2p.metrics import fid, inception_score
 from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
+from p2p.models import buffers_restored
 from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
 
@@ -105,12 +106,13 @@ class RunResult:
 def paper_mode_outputs(generator: nn.Module, dataset: PairedImages, batch_size: int,
                        device: torch.device) -> Iterator[torch.Tensor]:
     """The generator's float outputs for the dataset's sources, in order, ``batch_size`` at a
-    time, in training mode (batch statistics, dropout). Seed torch first for repeatable dropout.
+    time, in training mode (batch statistics, dropout); the running statistics stay as they
+    were. Seed torch first for repeatable dropout.
     """
     was_training = generator.training
     generator.train()
     try:
-        with torch.no_grad():
+        with buffers_restored(generator), torch.no_grad():
             for start in range(0, len(dataset), batch_size):
                 indices = list(range(start, min(start + batch_size, len(dataset))))
                 sources, _ = dataset.get_many(indices)
