@@ -5,13 +5,15 @@ import json
 from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from p2p.cli import console
-from p2p.data import catalog, prepare
-from p2p.data.fetch import fetch as fetch_dataset
+
+# The core (p2p.data.*) is imported inside the commands, so `p2p --help` and completion skip torch.
+if TYPE_CHECKING:
+    from p2p.data import prepare
 
 app = typer.Typer(help="Datasets: list, fetch, and prepare your own (pair, unpair, split).",
                   no_args_is_help=True)
@@ -60,6 +62,8 @@ def _size(n: int | None) -> str:
 @app.command("list")
 def list_datasets(root: RootOption = None, as_json: JsonOption = False) -> None:
     """Show the known datasets: halves, splits and image counts, download size, local status."""
+    from p2p.data import catalog
+
     rows = []
     for dataset in catalog.DATASETS.values():
         folder = catalog.dataset_dir(dataset.name, root)
@@ -102,6 +106,8 @@ def fetch(
     $P2P_DATA_MIRROR sets another base URL for all archives. An interrupted download resumes
     on the next run.
     """
+    from p2p.data.fetch import fetch as fetch_dataset
+
     with _stage_bars("bytes") as progress:
         result = fetch_dataset(name, root=root, url=url, archive=from_archive, force=force,
                                progress=progress)
@@ -116,7 +122,7 @@ def fetch(
         print(result.path)
 
 
-def _finish(verb: str, report: prepare.Report, as_json: bool) -> None:
+def _finish(verb: str, report: "prepare.Report", as_json: bool) -> None:
     """Print what was written and skipped; exit 1 if anything was skipped."""
     if as_json:
         print(json.dumps({"written": report.written,
@@ -146,6 +152,8 @@ def pair(
     as_json: JsonOption = False,
 ) -> None:
     """Join A_DIR/x and B_DIR/x side by side into OUT_DIR/x, the A|B layout training reads."""
+    from p2p.data import prepare
+
     with _stage_bars("items") as progress:
         report = prepare.pair(a_dir, b_dir, out_dir, height=height, strict=strict,
                               ext=ext.value if ext else None,
@@ -162,6 +170,8 @@ def unpair(
     as_json: JsonOption = False,
 ) -> None:
     """Cut A|B images in half into OUT_DIR/A/x and OUT_DIR/B/x (the reverse of pair)."""
+    from p2p.data import prepare
+
     with _stage_bars("items") as progress:
         report = prepare.unpair(ab_dir, out_dir, ext=ext.value if ext else None,
                                 progress=lambda d, t: progress("unpairing", d, t))
@@ -185,6 +195,8 @@ def split(
     as_json: JsonOption = False,
 ) -> None:
     """Split a folder of images into train/ val/ test/ by fraction, reproducibly."""
+    from p2p.data import prepare
+
     with _stage_bars("items") as progress:
         report = prepare.split(pairs_dir, out_dir, val=val, test=test, seed=seed,
                                mode=mode.value, progress=lambda d, t: progress("splitting", d, t))

@@ -4,7 +4,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -12,9 +12,13 @@ from rich.table import Table
 
 from p2p.cli import console
 from p2p.errors import P2PError
-from p2p.metrics import fid, inception_score, protocol
-from p2p.metrics.features import THREADS, Settings
-from p2p.translate import pick_device
+from p2p.metrics import GENERATOR_BATCH, SPLITS, THREADS
+
+# The networks (p2p.metrics.fid, ...) are imported inside the commands, so `p2p --help` and
+# completion skip torch.
+if TYPE_CHECKING:
+    from p2p.metrics import protocol
+    from p2p.metrics.features import Settings
 
 app = typer.Typer(help="Evaluate translations: FID and Inception Score as in the published table.",
                   no_args_is_help=True)
@@ -32,7 +36,10 @@ WorkersOption = Annotated[int, typer.Option(
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 
-def _settings(device: str, batch_size: int, workers: int) -> Settings:
+def _settings(device: str, batch_size: int, workers: int) -> "Settings":
+    from p2p.metrics.features import Settings
+    from p2p.translate import pick_device
+
     return Settings(pick_device(device), batch_size, workers)
 
 
@@ -73,6 +80,8 @@ def fid_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fréchet Inception Distance between two image sets (pytorch-fid's FID Inception)."""
+    from p2p.metrics import fid
+
     with _bars("Inception features", "FID Inception weights") as bars:
         result = fid.compute_fid(real, fake, _settings(device, batch_size, workers), weights,
                                  **bars)
@@ -83,7 +92,7 @@ def fid_command(
 def is_command(
     fake: Annotated[Path, typer.Argument(help="A folder of generated images.")],
     splits: Annotated[int, typer.Option("--splits", min=1, help="Groups the images are split "
-                                        "into (N // splits images each).")] = 10,
+                                        "into (N // splits images each).")] = SPLITS,
     weights: WeightsOption = None,
     batch_size: BatchOption = 50,
     workers: WorkersOption = THREADS,
@@ -91,6 +100,8 @@ def is_command(
     as_json: JsonOption = False,
 ) -> None:
     """Inception Score of a set of images (torchvision's ImageNet Inception v3)."""
+    from p2p.metrics import inception_score
+
     with _bars("Inception classes", "IS Inception weights") as bars:
         result = inception_score.compute_is(fake, _settings(device, batch_size, workers), splits,
                                             weights, **bars)
@@ -108,6 +119,8 @@ def stats_command(
     as_json: JsonOption = False,
 ) -> None:
     """Save a folder's FID statistics (mean and covariance of its features) for reuse."""
+    from p2p.metrics import fid
+
     with _bars("Inception features", "FID Inception weights") as bars:
         stats = fid.compute_statistics(folder, out, _settings(device, batch_size, workers),
                                        weights, **bars)
@@ -136,15 +149,17 @@ def run_command(
     batch_size: Annotated[int, typer.Option(
         "--batch-size", "-b", min=1, help="Generator batch; training-mode batch norm uses each "
         "batch's statistics, so this changes the outputs (the table: 4).")
-    ] = protocol.GENERATOR_BATCH,
+    ] = GENERATOR_BATCH,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the dropout noise.")] = 0,
-    splits: Annotated[int, typer.Option("--splits", min=1, help="IS groups.")] = 10,
+    splits: Annotated[int, typer.Option("--splits", min=1, help="IS groups.")] = SPLITS,
     workers: WorkersOption = THREADS,
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Translate a test split with the published table's protocol; print FID and IS next to the
     published mmagic and official numbers."""
+    from p2p.metrics import protocol
+
     if (recipe is None) == (task is None):
         raise P2PError("give --recipe PATH or --task NAME, exactly one")
     target = (protocol.target_for_task(task, data) if task is not None
@@ -164,7 +179,7 @@ def run_command(
     _print_comparison(result, target)
 
 
-def _print_comparison(result: protocol.RunResult, target: protocol.Target) -> None:
+def _print_comparison(result: "protocol.RunResult", target: "protocol.Target") -> None:
     row = target.row
     title = (f"{row.task if row else target.data}: {result.split} split, {result.n_fake} images, "
              f"{target.direction}")

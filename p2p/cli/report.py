@@ -4,7 +4,6 @@ from pathlib import Path
 
 import typer
 
-from p2p import report as core
 from p2p.cli import console
 
 
@@ -13,12 +12,16 @@ def report(
                                    "p2p train (still running, finished or interrupted)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file to write "
                                     "(default: RUN_DIR/report.html)."),
-    max_samples: int = typer.Option(core.MAX_SAMPLES, "--max-samples", min=1,
-                                    help="Sample grids shown over time (evenly spaced)."),
+    max_samples: int | None = typer.Option(None, "--max-samples", min=1, show_default=False,
+                                           help="Sample grids shown over time, evenly spaced "
+                                           "(default: 12)."),
 ) -> None:
     """Write an HTML report of a run (loss curves, samples, recipe, metrics, throughput);
     prints its path on stdout."""
-    result = core.write_report(run_dir, out, max_samples)
+    from p2p import report as core  # here, so `p2p --help` skips torch
+
+    thinning = {} if max_samples is None else {"max_samples": max_samples}
+    result = core.write_report(run_dir, out, **thinning)
     if not result.curves and result.iteration:
         console.info('loss curves left out: matplotlib is not installed '
                      '(pip install "p2p[report]"); the page has the table of values')

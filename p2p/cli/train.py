@@ -5,13 +5,8 @@ from pathlib import Path
 
 import typer
 
-from p2p import distributed
-from p2p import train as core
 from p2p.cli import console
-from p2p.data.catalog import resolve_dataset
 from p2p.errors import P2PError
-from p2p.recipe import load_recipe
-from p2p.tensorboard import open_tensorboard
 
 
 def train(
@@ -33,6 +28,13 @@ def train(
                               "total over them."),
 ) -> None:
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
+    # The core is imported here, not at the top, so `p2p --help` and completion skip torch.
+    from p2p import distributed
+    from p2p import train as core
+    from p2p.data.catalog import resolve_dataset
+    from p2p.recipe import load_recipe
+    from p2p.tensorboard import open_tensorboard
+
     world = distributed.world_from_env()
     if nproc > 1 and world.size > 1:
         raise P2PError("--nproc starts torchrun, but this process already runs under it",

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from p2p import translate as core
 from p2p.cli import console
 from p2p.errors import P2PError
 
@@ -67,6 +66,8 @@ def translate(
             raise P2PError("input '-' reads an image from stdin, but stdin is a terminal",
                            "cat x.png | p2p translate ... - out.png")
         stdin = sys.stdin.buffer.read()
+    from p2p import translate as core  # here, so `p2p --help` skips torch
+
     plan = core.plan_jobs(input, output, ext.value, overwrite, stdin)
 
     report = core.Report()

@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from p2p import zoo
 from p2p.cli import console
 
 app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
@@ -26,6 +25,8 @@ def _size(n: int | None) -> str:
 def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False
           ) -> None:
     """List the zoo: name, task, direction, source, size, whether it is present."""
+    from p2p import zoo  # here, so `p2p --help` skips torch
+
     rows = zoo.listing()
     if json_out:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
@@ -48,6 +49,8 @@ def pull(
     ] = None,
 ) -> None:
     """Download, verify and convert a published model; prints the checkpoint path on stdout."""
+    from p2p import zoo
+
     with contextlib.ExitStack() as stack:
         pulled = zoo.pull(name, url=url, source_file=source_file,
                           progress=console.lazy_bar(stack, f"downloading {name}", "bytes"))
@@ -77,6 +80,8 @@ def import_(
         help="It was trained with dropout (the pix2pix default; weights cannot tell).")] = True,
 ) -> None:
     """Convert a checkpoint of a published layout into the zoo; prints the checkpoint path."""
+    from p2p import zoo
+
     print(zoo.import_file(file, layout, name, direction=direction, image_size=image_size,
                           bgr=bgr, dropout=dropout))
 
@@ -89,6 +94,8 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
 ) -> None:
     """Export a generator (eval mode, dynamic batch axis), checked against ours."""
+    from p2p import zoo
+
     with contextlib.ExitStack() as stack:
         result = zoo.export(source, fmt, out,
                             progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))

@@ -1,2 +1,11 @@
 """FID and Inception Score with the protocol of the published pix2pix table (mmagic's TransFID
-and TransIS, ``inception_style='PyTorch'``): the networks, the statistics, the table itself."""
+and TransIS, ``inception_style='PyTorch'``): the networks, the statistics, the table itself.
+
+The defaults below live here, free of torch, so that the CLI can show them in ``--help`` without
+importing the networks."""
+
+import os
+
+THREADS = min(4, os.cpu_count() or 1)  # decoding threads; more only compete with torch's own
+SPLITS = 10  # Inception Score groups, as the table
+GENERATOR_BATCH = 4  # the table's generator batch: training-mode batch norm uses its statistics

@@ -6,7 +6,6 @@ Every image is preprocessed on its own before batching, so the result does not d
 batch size beyond float rounding in the network, and folders may mix image sizes.
 """
 
-import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2p.metrics import THREADS
+
 Item = TypeVar("Item")
 Progress = Callable[[int, int], None]  # (done, total)
 
-# More threads than cores only compete with torch's own threads.
-THREADS = min(4, os.cpu_count() or 1)
 BATCHES_AHEAD = 2
 
 

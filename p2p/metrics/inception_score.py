@@ -20,6 +20,7 @@ from torch import nn
 
 from p2p.errors import P2PError
 from p2p.images import list_images, pil_to_tensor, read_image, tensor_to_pil
+from p2p.metrics import SPLITS
 from p2p.metrics.features import (
     Progress,
     Settings,
@@ -28,8 +29,6 @@ from p2p.metrics.features import (
     preprocessed_batches,
 )
 from p2p.metrics.inception import INPUT_SIZE, DownloadProgress, is_inception
-
-SPLITS = 10
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import fid, inception_score
+from p2p.metrics import GENERATOR_BATCH, SPLITS, fid, inception_score
 from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
 from p2p.models import buffers_restored
@@ -34,7 +34,6 @@ from p2p.recipe import load_recipe
 
 IMAGE_SIZE = 256
 METRICS_FILE = "metrics.json"  # written into a run directory that is evaluated; p2p report shows it
-GENERATOR_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -128,7 +127,7 @@ def _rgb(x: torch.Tensor) -> torch.Tensor:
 
 def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module,
              is_network: nn.Module, settings: Settings, *, batch_size: int = GENERATOR_BATCH,
-             splits: int = inception_score.SPLITS, real_key_items: Iterable[bytes] | None = None,
+             splits: int = SPLITS, real_key_items: Iterable[bytes] | None = None,
              progress: Progress | None = None) -> RunResult:
     """FID (targets vs outputs) and IS (outputs) of ``generator`` on ``dataset``.
 
@@ -179,7 +178,7 @@ def _split_of(root: Path, target: Target) -> str:
 
 def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings = Settings(),
         weights: str | os.PathLike | None = None, *, batch_size: int = GENERATOR_BATCH,
-        seed: int = 0, splits: int = inception_score.SPLITS, progress: Progress | None = None,
+        seed: int = 0, splits: int = SPLITS, progress: Progress | None = None,
         data_progress: Progress | None = None,
         download_progress: Callable[[str], DownloadProgress] | None = None) -> RunResult:
     """Translate ``target``'s split with ``checkpoint`` (for a task, default: the zoo model of
