@@ -51,3 +51,12 @@ printf '%s\\n' "${{COMPREPLY[@]}}"
                             env={**os.environ})
     assert result.returncode == 0, result.stderr
     assert sorted(result.stdout.split()) == ["train", "translate"]
+
+
+def test_help_and_completion_do_not_import_torch():
+    # Completion runs `p2p` on every TAB: the app must stay light (the core is imported inside
+    # the commands).
+    code = "import sys, p2p.cli.app; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
