@@ -32,6 +32,7 @@ from common import matmul_gflops, matmul_gflops_per_cpu_second, synchronize  # n
 
 from p2p import train as core  # noqa: E402
 from p2p.data.paired import augment, batch_indices, to_float  # noqa: E402
+from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,7 @@ def measure(stack: contextlib.ExitStack) -> None:
         core.train_step(models, source, target, recipe, autocast, forward_g, forward_d)
 
     if not args.default_malloc:
-        stack.enter_context(core.reuse_freed_memory(device))
+        stack.enter_context(reuse_freed_memory(device))
     counter = FlopCounterMode(display=False)
     with counter:
         step(0)

@@ -8,7 +8,6 @@ weights as N + M uninterrupted iterations on CPU.
 """
 
 import contextlib
-import ctypes
 import json
 import math
 import signal
@@ -33,15 +32,12 @@ from p2p.data.paired import (
 from p2p.errors import P2PError
 from p2p.images import save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
+from p2p.memory import reuse_freed_memory
 from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
 from p2p.paths import atomic_path
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
 SAMPLE_COUNT = 4  # rows in a sample grid
-
-# glibc malloc's mallopt parameters and their defaults (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
 
 
 @dataclass
@@ -236,40 +232,6 @@ def load_dataset(recipe: Recipe, data_root: Path,
     d = recipe.data
     return PairedImages(data_root, d.split, d.direction, d.load_size, d.in_channels,
                         d.out_channels, d.cache_gb, d.workers, progress=progress)
-
-
-@contextlib.contextmanager
-def reuse_freed_memory(device: torch.device) -> Iterator[None]:
-    """While training on CPU, keep freed memory in the process instead of returning it to the
-    kernel (glibc's malloc; elsewhere this does nothing).
-
-    Each iteration frees and reallocates the same gradients, activations and oneDNN scratch
-    buffers (~220 MB for unet_256). glibc hands large blocks back with munmap, so every
-    iteration paid ~50,000 page faults to map and zero them again: ~10% of a facades iteration
-    on 2 cores (benchmarks/README.md)."""
-    libc = _glibc() if device.type == "cpu" else None
-    if libc is None:
-        yield
-        return
-    libc.mallopt(M_MMAP_MAX, 0)  # large blocks come from the heap, not from fresh mappings
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and up to 1 GiB of freed heap stays mapped
-    try:
-        yield
-    finally:
-        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-        libc.malloc_trim(0)
-
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None)
-        if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") and hasattr(
-                libc, "gnu_get_libc_version"):
-            return libc
-    except (OSError, TypeError):  # no C library to open by None (Windows)
-        pass
-    return None
 
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,

@@ -40,6 +40,7 @@ from p2p.images import (
     save_image,
     tensor_to_pil,
 )
+from p2p.memory import reuse_freed_memory
 from p2p.models import UnetGenerator
 
 DIRECTIONS = ("AtoB", "BtoA")
@@ -316,7 +317,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
 
     decode = functools.partial(_decode, model=model, options=options)
     ahead = 2 * options.batch_size + THREADS
-    with _seeded(options.seed, model.device), ThreadPoolExecutor(THREADS) as pool, \
+    with _seeded(options.seed, model.device), reuse_freed_memory(model.device), \
+            ThreadPoolExecutor(THREADS) as pool, \
             contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
         for item in decoded:
             if isinstance(item, P2PError):
