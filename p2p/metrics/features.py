@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2p.memory import reuse_freed_memory
 from p2p.metrics import THREADS
 
 Item = TypeVar("Item")
@@ -67,7 +68,7 @@ def network_outputs(network: nn.Module, batches: Iterable[torch.Tensor], setting
                     tally: Tally | None = None) -> np.ndarray:
     """The network's outputs for all batches, as one float64 array (N, D)."""
     outputs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), reuse_freed_memory(settings.device):
         for batch in batches:
             outputs.append(network(batch.to(settings.device)).double().cpu().numpy())
             if tally:
