@@ -30,11 +30,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, median_seconds  # noqa: E402
 
+from p2p.device import pick_device  # noqa: E402
 from p2p.images import list_images, read_image  # noqa: E402
 from p2p.metrics import THREADS, fid  # noqa: E402
 from p2p.metrics.features import Settings, preprocessed_batches  # noqa: E402
 from p2p.metrics.inception import FIDInception, fid_inception  # noqa: E402
-from p2p.translate import pick_device  # noqa: E402
 
 SIZE = 256
 

@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from p2p.checkpoint import load_generator
+from p2p.device import pick_device
 from p2p.errors import P2PError
 from p2p.images import (
     IMAGE_EXTENSIONS,
@@ -132,17 +133,6 @@ class Model:
     def multiple(self) -> int:
         """Input sides must be multiples of this (each down level halves them)."""
         return 2 ** self.generator.config.num_downs
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise P2PError(f"device {name!r}: CUDA is not available here", "use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise P2PError(f"unknown device {name!r}", "use auto, cpu or cuda") from None
 
 
 def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:

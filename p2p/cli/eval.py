@@ -37,8 +37,8 @@ DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or 
 
 
 def _settings(device: str, batch_size: int, workers: int) -> "Settings":
+    from p2p.device import pick_device
     from p2p.metrics.features import Settings
-    from p2p.translate import pick_device
 
     return Settings(pick_device(device), batch_size, workers)
 
