@@ -1,6 +1,5 @@
 """Timing helpers shared by the benchmark scripts: medians after warm-up, the matmul roofline."""
 
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -13,19 +12,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
-                   warmup: int = 1) -> float:
-    """The median wall time of ``fn`` over ``repeats`` runs, after ``warmup`` untimed runs."""
+def timed(fn: Callable[[], object], repeats: int, device: torch.device,
+          warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Wall and process-CPU seconds of ``repeats`` runs of ``fn`` after ``warmup`` untimed runs.
+
+    CPU seconds (all threads of this process) barely change when other processes take the
+    cores, so on a shared machine they say more about the code than wall seconds do."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device,
+                   warmup: int = 1) -> float:
+    """The median wall time of ``fn`` over ``repeats`` runs, after ``warmup`` untimed runs."""
+    return statistics.median(timed(fn, repeats, device, warmup)[0])
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
@@ -43,10 +52,5 @@ def matmul_gflops_per_cpu_second(dtype: torch.dtype, repeats: int = 5) -> float:
     machine this ratio says more about the code than the wall-clock one."""
     n = 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = math.inf
-    for _ in range(repeats):
-        start = time.process_time()
-        a @ b
-        best = min(best, time.process_time() - start)
-    return 2 * n**3 / best / 1e9
+    cpu = timed(lambda: a @ b, repeats, torch.device("cpu"))[1]
+    return 2 * n**3 / min(cpu) / 1e9

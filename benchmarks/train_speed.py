@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, matmul_gflops_per_cpu_second, synchronize  # noqa: E402
 
 from p2p import train as core  # noqa: E402
-from p2p.data.paired import augment, batch_indices, to_float  # noqa: E402
+from p2p.device import pick_device  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 
@@ -58,24 +58,9 @@ def measure(stack: contextlib.ExitStack) -> None:
 
     recipe = load_recipe(args.recipe, args.overrides)
     t, d = recipe.train, recipe.data
-    device = core.pick_device(t.device)
+    device = pick_device(t.device, "train.device")
     dataset = core.load_dataset(recipe, Path(args.data))
-    models = core.build_models(recipe, device)
-    amp = device.type == "cuda" and t.amp
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    forward_g, forward_d = models.generator, models.discriminator
-    if t.compile:
-        forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
-    memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
-                     else torch.contiguous_format)
-
-    def step(iteration: int) -> None:
-        source, target = dataset.get_many(batch_indices(len(dataset), iteration, d.batch_size,
-                                                        t.seed))
-        source, target = augment(source, target, d.crop_size, d.flip, t.seed, iteration)
-        source, target = (to_float(x.to(device)).contiguous(memory_format=memory_format)
-                          for x in (source, target))
-        core.train_step(models, source, target, recipe, autocast, forward_g, forward_d)
+    step = core.make_stepper(recipe, dataset, core.build_models(recipe, device), device)
 
     if not args.default_malloc:
         stack.enter_context(reuse_freed_memory(device))
@@ -99,7 +84,7 @@ def measure(stack: contextlib.ExitStack) -> None:
         rates.append(args.window / (time.perf_counter() - start))
         cpu_seconds.append((time.process_time() - start_cpu) / args.window)
     load_after = os.getloadavg()[0]
-    dtype = torch.bfloat16 if amp else torch.float32
+    dtype = torch.bfloat16 if device.type == "cuda" and t.amp else torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     matmul = matmul_gflops(device, dtype)
     its = statistics.median(rates)

@@ -24,7 +24,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,44 +31,16 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import matmul_gflops, matmul_gflops_per_cpu_second, timed  # noqa: E402
+
 from p2p.checkpoint import generator_state, save_checkpoint
+from p2p.device import pick_device
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from p2p.translate import TranslateOptions, load_model, pick_device, plan_jobs, run_generator
+from p2p.translate import TranslateOptions, load_model, plan_jobs, run_generator
 from p2p.translate import translate as translate_jobs
 
 SIZE = 256
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, repeats: int, device: torch.device) -> tuple[list[float], list[float]]:
-    """Wall and process-CPU seconds of ``repeats`` runs of ``fn`` after one warm-up.
-
-    CPU seconds (all threads of this process) barely change when other processes take the
-    cores, so on a shared machine they say more about the code than wall seconds do.
-    """
-    fn()
-    synchronize(device)
-    wall, cpu = [], []
-    for _ in range(repeats):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        synchronize(device)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return wall, cpu
-
-
-def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
-    """Best GFLOP per wall second and per CPU second of a square matmul."""
-    n = 2048 if device.type == "cpu" else 8192
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    wall, cpu = timed(lambda: a @ b, repeats + 2, device)
-    return 2 * n**3 / min(wall) / 1e9, 2 * n**3 / min(cpu) / 1e9
 
 
 def forward_flops(generator: torch.nn.Module) -> int:
@@ -138,7 +109,8 @@ def main() -> None:
 
             times = timed(end_to_end, args.repeats, device)
             rows.append(row("end to end", True, batch_size, args.images, times))
-    matmul = matmul_gflops(device, dtype, args.repeats)
+    matmul = (matmul_gflops(device, dtype, args.repeats + 2),
+              matmul_gflops_per_cpu_second(dtype, args.repeats + 2))
 
     for r in rows:
         r["gflop_per_s"] = r["images_per_s"] * flops / 1e9

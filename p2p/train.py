@@ -29,6 +29,7 @@ from p2p.data.paired import (
     center_crop,
     to_float,
 )
+from p2p.device import pick_device
 from p2p.errors import P2PError
 from p2p.images import save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
@@ -55,20 +56,6 @@ class Outcome:
     run_dir: Path
     iteration: int  # iterations completed
     stopped_by: str | None  # the signal name when interrupted, else None
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise P2PError(f"recipe: train.device {name!r} is not a device",
-                       "use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise P2PError("recipe: train.device is cuda but no CUDA GPU is available",
-                       "use --set train.device=cpu")
-    return device
 
 
 def lr_factor(recipe: Recipe) -> Callable[[int], float]:
@@ -138,6 +125,54 @@ def train_step(models: Models, source: torch.Tensor, target: torch.Tensor, recip
     models.sched_d.step()
     return {"g_gan": g_gan.detach(), "g_l1": g_l1.detach(),
             "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+
+@dataclass
+class Stepper:
+    """One training iteration as a function of its number: the batch, its crop and flip, the D
+    and G steps. The loop and benchmarks/train_speed.py run exactly this."""
+    recipe: Recipe
+    dataset: PairedImages
+    models: Models
+    device: torch.device
+    forward_g: Callable
+    forward_d: Callable
+    autocast: contextlib.AbstractContextManager
+    memory_format: torch.memory_format
+    share: slice  # this process's part of each batch (all of it without torchrun)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x.to(self.device, non_blocking=True))
+        return x.contiguous(memory_format=self.memory_format)
+
+    def __call__(self, iteration: int) -> dict[str, torch.Tensor]:
+        d, seed = self.recipe.data, self.recipe.train.seed
+        indices = batch_indices(len(self.dataset), iteration, d.batch_size, seed)[self.share]
+        source, target = self.dataset.get_many(indices)
+        source, target = augment(source, target, d.crop_size, d.flip, seed, iteration,
+                                 first=self.share.start)
+        return train_step(self.models, self.to_device(source), self.to_device(target),
+                          self.recipe, self.autocast, self.forward_g, self.forward_d)
+
+
+def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: torch.device,
+                 world: distributed.World = distributed.World()) -> Stepper:
+    """The recipe's device settings (CUDA: bf16 autocast, channels_last), DDP wrappers when
+    there are several processes, and torch.compile when asked."""
+    t = recipe.train
+    use_amp = device.type == "cuda" and t.amp
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
+                else contextlib.nullcontext())
+    forward_g, forward_d = models.generator, models.discriminator
+    if world.size > 1:
+        forward_g = distributed.parallel(models.generator, device)
+        forward_d = distributed.parallel(models.discriminator, device)
+    if t.compile:
+        forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
+    memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
+                     else torch.contiguous_format)
+    return Stepper(recipe, dataset, models, device, forward_g, forward_d, autocast,
+                   memory_format, distributed.rank_share(recipe.data.batch_size, world))
 
 
 def training_state(models: Models, recipe: Recipe, iteration: int) -> dict:
@@ -243,7 +278,7 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     Under torchrun this process is one of several (see p2p.distributed): each trains on its share
     of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
     world = distributed.world_from_env()
-    device = distributed.process_device(pick_device(recipe.train.device), world)
+    device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
     with distributed.process_group(world, device), reuse_freed_memory(device):
         return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
@@ -263,25 +298,12 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     else:
         check_new_run(run_dir)
 
-    use_amp = device.type == "cuda" and t.amp
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
-                else contextlib.nullcontext())
-    forward_g, forward_d = models.generator, models.discriminator
+    step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
-        forward_g = distributed.parallel(models.generator, device)
-        forward_d = distributed.parallel(models.discriminator, device)
         distributed.seed_rank(t.seed, world, start)
-    if t.compile:
-        forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
-    memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
-                     else torch.contiguous_format)
-
-    def to_device(x: torch.Tensor) -> torch.Tensor:
-        return to_float(x.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
-
     sample_source, sample_target = dataset.get_many(list(range(min(SAMPLE_COUNT, len(dataset)))))
-    sample_source = to_device(center_crop(sample_source, d.crop_size))
-    sample_target = to_device(center_crop(sample_target, d.crop_size))
+    sample_source = step.to_device(center_crop(sample_source, d.crop_size))
+    sample_target = step.to_device(center_crop(sample_target, d.crop_size))
 
     def save(iteration: int) -> None:
         if world.is_main:
@@ -296,16 +318,10 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 else f"cpu, {torch.get_num_threads()} threads x {world.size}")
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
-    share = distributed.rank_share(d.batch_size, world)
     with stop_on_signals() as stop, contextlib.ExitStack() as files:
         log = files.enter_context(open(log_path, "a")) if world.is_main else None
         while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
-            indices = batch_indices(len(dataset), iteration, d.batch_size, t.seed)[share]
-            source, target = dataset.get_many(indices)
-            source, target = augment(source, target, d.crop_size, d.flip, t.seed, iteration,
-                                     first=share.start)
-            losses = train_step(models, to_device(source), to_device(target), recipe,
-                                autocast, forward_g, forward_d)
+            losses = step(iteration)
             iteration += 1
             window_iters += 1
             done = iteration == t.iters
@@ -329,7 +345,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 window_start, window_iters = time.perf_counter(), 0
             if iteration % t.sample_every == 0 or done:
                 # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
-                grid = sample_grid(models, sample_source, sample_target, autocast)
+                grid = sample_grid(models, sample_source, sample_target, step.autocast)
                 if world.is_main:
                     save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
                     if on_sample:

@@ -32,6 +32,7 @@ def train(
     from p2p import distributed
     from p2p import train as core
     from p2p.data.catalog import resolve_dataset
+    from p2p.device import pick_device
     from p2p.recipe import load_recipe
     from p2p.tensorboard import open_tensorboard
 
@@ -58,7 +59,8 @@ def train(
     if tensorboard:
         recipe.train.tensorboard = True
     # Refuse what the processes would refuse before they start (under --nproc: said once).
-    distributed.check(recipe, max(nproc, world.size), core.pick_device(recipe.train.device).type)
+    device = pick_device(recipe.train.device, "train.device")
+    distributed.check(recipe, max(nproc, world.size), device.type)
     data_root = resolve_dataset(recipe.data.path)
     if nproc > 1:
         if resume is None:
