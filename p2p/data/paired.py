@@ -104,14 +104,17 @@ class PairedImages:
         self.workers = max(1, workers)
         self.antialias = antialias
         size_gb = len(self.files) * (in_channels + out_channels) * load_size**2 / 1e9
+        # One pool for the life of the dataset (PIL decodes without the GIL): uncached splits
+        # decode every batch with it, so it is not rebuilt per batch.
+        self._decoder = ThreadPoolExecutor(self.workers)
         self.cache: list[Pair] | None = None
         if size_gb <= cache_gb:
             self.cache = []
-            with ThreadPoolExecutor(self.workers) as pool:  # PIL decodes without the GIL
-                for pair in pool.map(self._load, range(len(self.files))):
-                    self.cache.append(pair)
-                    if progress:
-                        progress(len(self.cache), len(self.files))
+            for pair in self._decoder.map(self._load, range(len(self.files))):
+                self.cache.append(pair)
+                if progress:
+                    progress(len(self.cache), len(self.files))
+            self._decoder.shutdown()
 
     def _load(self, index: int) -> Pair:
         a, b = read_pair(*self.files[index])
@@ -130,8 +133,7 @@ class PairedImages:
         if self.cache is not None:
             pairs = [self.cache[i] for i in indices]
         else:
-            with ThreadPoolExecutor(self.workers) as pool:
-                pairs = list(pool.map(self._load, indices))
+            pairs = list(self._decoder.map(self._load, indices))
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
