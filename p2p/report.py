@@ -18,7 +18,7 @@ from pathlib import Path
 
 from p2p.errors import P2PError
 from p2p.images import encode_image, open_image
-from p2p.metrics.protocol import METRICS_FILE  # written by `p2p eval run`
+from p2p.metrics import METRICS_FILE  # written by `p2p eval run`
 from p2p.paths import atomic_path
 from p2p.recipe import load_recipe
 

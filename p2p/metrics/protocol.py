@@ -25,7 +25,7 @@ from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import GENERATOR_BATCH, SPLITS, fid, inception_score
+from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, fid, inception_score
 from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
 from p2p.models import buffers_restored
@@ -33,7 +33,6 @@ from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
 
 IMAGE_SIZE = 256
-METRICS_FILE = "metrics.json"  # written into a run directory that is evaluated; p2p report shows it
 
 
 @dataclass(frozen=True)
