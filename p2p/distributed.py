@@ -99,6 +99,12 @@ def process_group(world: World, device: torch.device,
     if world.size == 1:
         yield
         return
+    # DDP imports torch._dynamo when it is built. Imported while a group exists, that module
+    # tree keeps a reference to the group (seen in torch 2.15), so destroy_process_group cannot
+    # free it and gloo's worker threads live on into interpreter shutdown, where one of them
+    # releasing a finished collective aborts the process ("terminate called without an active
+    # exception"). Imported first, the group is freed and its threads joined on the way out.
+    import torch._dynamo  # noqa: F401
     if device.type == "cuda":
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", timeout=timeout, device_id=device)
