@@ -19,7 +19,7 @@ import hashlib
 import os
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from scipy import linalg
 from p2p.errors import P2PError
 from p2p.images import list_images, read_image
 from p2p.metrics.features import (
+    Item,
     Progress,
     Settings,
     Tally,
@@ -152,24 +153,32 @@ def _folder_item(root: Path, path: Path) -> bytes:
     return path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes()
 
 
+def image_statistics(items: Sequence[Item], read: Callable[[Item], torch.Tensor],
+                     network: FIDInception, settings: Settings, tally: Tally | None = None,
+                     key_items: Iterable[bytes] | None = None) -> Statistics:
+    """Statistics of the images ``read(item)`` gives (float (3, 299, 299)) for each item; through
+    the cache under ``key_items`` (what identifies the images) when given."""
+    def compute() -> Statistics:
+        batches = preprocessed_batches(items, read, settings)
+        return statistics(network_outputs(network, batches, settings, tally))
+
+    if key_items is None:
+        return compute()
+    done_before = tally.done if tally else 0
+    stats = cached_statistics(cache_key(network, key_items), compute)
+    if tally and tally.done == done_before:  # from the cache: count the images as done
+        tally.advance(len(items))
+    return stats
+
+
 def folder_statistics(folder: Path, network: FIDInception, settings: Settings,
                       tally: Tally | None = None, use_cache: bool = False) -> Statistics:
     files = list_images(folder)
     if len(files) < 2:
         raise P2PError(f"{folder}: {len(files)} image(s); FID needs at least 2")
-
-    def compute() -> Statistics:
-        batches = preprocessed_batches(files, lambda path: fid_input(read_image(path)), settings)
-        return statistics(network_outputs(network, batches, settings, tally))
-
-    if not use_cache:
-        return compute()
-    done_before = tally.done if tally else 0
-    stats = cached_statistics(cache_key(network, (_folder_item(folder, f) for f in files)),
-                              compute)
-    if tally and tally.done == done_before:  # from the cache: count the images as done
-        tally.advance(len(files))
-    return stats
+    key_items = (_folder_item(folder, f) for f in files) if use_cache else None
+    return image_statistics(files, lambda path: fid_input(read_image(path)), network, settings,
+                            tally, key_items)
 
 
 def is_statistics_file(source: Path) -> bool:

@@ -26,7 +26,7 @@ from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import to_uint8
 from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, fid, inception_score
-from p2p.metrics.features import Progress, Settings, Tally, network_outputs, preprocessed_batches
+from p2p.metrics.features import Progress, Settings, Tally
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
 from p2p.models import buffers_restored
 from p2p.paths import write_bytes_atomic
@@ -135,17 +135,8 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
     n = len(dataset)
     tally = Tally(2 * n, progress)
 
-    def real_statistics() -> fid.Statistics:
-        batches = preprocessed_batches(
-            range(n), lambda i: fid.fid_input(_rgb(dataset[i][1])), settings)
-        return fid.statistics(network_outputs(fid_network, batches, settings, tally))
-
-    if real_key_items is None:
-        real = real_statistics()
-    else:
-        real = fid.cached_statistics(fid.cache_key(fid_network, real_key_items), real_statistics)
-        if tally.done == 0:
-            tally.advance(n)
+    real = fid.image_statistics(range(n), lambda i: fid.fid_input(_rgb(dataset[i][1])),
+                                fid_network, settings, tally, real_key_items)
 
     features, probabilities = [], []
     with torch.inference_mode():
