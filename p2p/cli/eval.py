@@ -12,7 +12,7 @@ from rich.table import Table
 
 from p2p.cli import console
 from p2p.errors import P2PError
-from p2p.metrics import GENERATOR_BATCH, SPLITS, THREADS
+from p2p.metrics import GENERATOR_BATCH, INCEPTION_BATCH, SPLITS, THREADS
 
 # The networks (p2p.metrics.fid, ...) are imported inside the commands, so `p2p --help` and
 # completion skip torch.
@@ -74,7 +74,7 @@ def fid_command(
                                          "(.npz). A folder's statistics are cached.")],
     fake: Annotated[Path, typer.Argument(help="Generated images: a folder or a .npz.")],
     weights: WeightsOption = None,
-    batch_size: BatchOption = 50,
+    batch_size: BatchOption = INCEPTION_BATCH,
     workers: WorkersOption = THREADS,
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
@@ -94,7 +94,7 @@ def is_command(
     splits: Annotated[int, typer.Option("--splits", min=1, help="Groups the images are split "
                                         "into (N // splits images each).")] = SPLITS,
     weights: WeightsOption = None,
-    batch_size: BatchOption = 50,
+    batch_size: BatchOption = INCEPTION_BATCH,
     workers: WorkersOption = THREADS,
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
@@ -113,7 +113,7 @@ def stats_command(
     folder: Annotated[Path, typer.Argument(help="A folder of (real) images.")],
     out: Annotated[Path, typer.Argument(help="The statistics file to write (.npz).")],
     weights: WeightsOption = None,
-    batch_size: BatchOption = 50,
+    batch_size: BatchOption = INCEPTION_BATCH,
     workers: WorkersOption = THREADS,
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
@@ -166,8 +166,8 @@ def run_command(
               else protocol.target_for_recipe(recipe, data))
     with contextlib.ExitStack() as bars:
         result = protocol.run(
-            target, checkpoint, _settings(device, 50, workers), weights, batch_size=batch_size,
-            seed=seed, splits=splits,
+            target, checkpoint, _settings(device, INCEPTION_BATCH, workers), weights,
+            batch_size=batch_size, seed=seed, splits=splits,
             progress=console.lazy_bar(bars, "translating and scoring", "items"),
             data_progress=console.lazy_bar(bars, "loading data", "items"),
             download_progress=lambda what: console.lazy_bar(bars, f"downloading {what}", "bytes"))

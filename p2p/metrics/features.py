@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from p2p.memory import reuse_freed_memory
-from p2p.metrics import THREADS
+from p2p.metrics import INCEPTION_BATCH, THREADS
 
 Item = TypeVar("Item")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -30,7 +30,7 @@ class Settings:
     """How to run the networks; none of it changes the numbers beyond float rounding."""
 
     device: torch.device = torch.device("cpu")
-    batch_size: int = 50
+    batch_size: int = INCEPTION_BATCH
     workers: int = THREADS
 
 
