@@ -85,3 +85,21 @@ def test_written_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_writes_from_many_threads_keep_the_umask(tmp_path):
+    # translate saves from several threads; the permissions must never touch the process umask.
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from p2p.paths import write_bytes_atomic
+
+    mask = os.umask(0o027)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: write_bytes_atomic(tmp_path / f"{i}.bin", b"x"), range(400)))
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(mask)
+    assert {(tmp_path / f"{i}.bin").stat().st_mode & 0o777 for i in range(400)} == {0o640}
+    assert not list(tmp_path.glob(".*.tmp"))
