@@ -35,7 +35,7 @@ from p2p.images import save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
 from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
-from p2p.paths import atomic_path
+from p2p.paths import write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
 SAMPLE_COUNT = 4  # rows in a sample grid
@@ -53,7 +53,6 @@ class Models:
 
 @dataclass
 class Outcome:
-    run_dir: Path
     iteration: int  # iterations completed
     stopped_by: str | None  # the signal name when interrupted, else None
 
@@ -249,17 +248,16 @@ def check_new_run(run_dir: Path) -> None:
 
 def prepare_run(recipe: Recipe, run_dir: Path) -> None:
     check_new_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "recipe.yaml") as tmp:
-        tmp.write_text(dump_recipe(recipe))
+    write_bytes_atomic(run_dir / "recipe.yaml", dump_recipe(recipe).encode())
 
 
 def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
-    """The recipe of an existing run; ``iters`` extends (or shortens) its length."""
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    if iters is not None:
-        recipe.train.iters = iters
-    return recipe
+    """The recipe of an existing run; ``iters`` extends (or shortens) its length, checked as
+    any recipe value."""
+    if not (run_dir / "recipe.yaml").is_file():
+        raise P2PError(f"{run_dir}: not a run directory (no recipe.yaml)")
+    overrides = [f"train.iters={iters}"] if iters is not None else []
+    return load_recipe(run_dir / "recipe.yaml", overrides)
 
 
 def load_dataset(recipe: Recipe, data_root: Path,
@@ -355,5 +353,5 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
         stopped = distributed.any_rank(bool(stop), world, device)
         if stopped:
             save(iteration)
-    return Outcome(run_dir, iteration,
+    return Outcome(iteration,
                    (stop[0] if stop else "a signal to another process") if stopped else None)

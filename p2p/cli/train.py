@@ -45,8 +45,6 @@ def train(
             raise P2PError("--resume continues a run with its own recipe",
                            "pass only --resume RUN_DIR (and --iters N to extend it)")
         run_dir = resume
-        if not (run_dir / "recipe.yaml").is_file():
-            raise P2PError(f"{run_dir}: not a run directory (no recipe.yaml)")
         recipe = core.load_run(run_dir, iters)
     else:
         if recipe_path is None:
