@@ -35,6 +35,7 @@ from p2p.errors import P2PError
 from p2p.images import (
     IMAGE_EXTENSIONS,
     encode_image,
+    is_image_file,
     list_images,
     open_image,
     pil_to_tensor,
@@ -203,15 +204,19 @@ def plan_jobs(input: str, output: str, ext: str = "png", overwrite: bool = False
     elif Path(input).exists():
         source = Path(input)
         out = Path(output)
-        if output != "-" and (out.is_dir() or out.suffix.lower() not in IMAGE_EXTENSIONS):
+        if output != "-" and (out.is_dir() or not is_image_file(out)):
             out = out / source.with_suffix(suffix).name  # into a folder, created if needed
-        jobs = [Job(source, input, None if output == "-" else _output_file(str(out)))]
+        jobs = [Job(source, input, _output_file(str(out)))]
     else:
         raise P2PError(f"{input}: no such file or folder")
     if overwrite:
         return Plan(jobs)
-    existing = [job.target for job in jobs if job.target is not None and job.target.exists()]
-    kept = [job for job in jobs if job.target is None or not job.target.exists()]
+    kept, existing = [], []
+    for job in jobs:
+        if job.target is not None and job.target.exists():
+            existing.append(job.target)
+        else:
+            kept.append(job)
     return Plan(kept, existing)
 
 
@@ -219,7 +224,7 @@ def _output_file(output: str) -> Path | None:
     if output == "-":
         return None
     path = Path(output)
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+    if not is_image_file(path):
         raise P2PError(f"{output}: not an image file name",
                        f"end it in one of {', '.join(sorted(IMAGE_EXTENSIONS))}")
     return path

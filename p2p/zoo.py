@@ -18,7 +18,6 @@ import difflib
 import os
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from p2p import checkpoint
-from p2p.download import download, sha256_file
+from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
 from p2p.paths import atomic_path, zoo_dir
@@ -88,7 +87,6 @@ ENTRIES: list[ZooEntry] = [
     _official("day2night", "day -> night", "night2day", "BtoA"),
 ]
 
-Progress = Callable[[int, int | None], None]
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -130,7 +128,7 @@ def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
     path = converted_path(name)
     if path.is_file():
         return path
-    return pull(find_entry(name).name, progress=progress).path
+    return pull(name, progress=progress).path
 
 
 # --- reading published files --------------------------------------------------------------------
