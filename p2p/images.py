@@ -15,9 +15,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from p2p.errors import P2PError
-from p2p.paths import atomic_path
+from p2p.paths import write_bytes_atomic
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+# What we read and write: extension -> Pillow format.
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
+           ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+IMAGE_EXTENSIONS = set(FORMATS)
 # Larger than any dataset image (maps are 1200x600) by far, small enough that a hostile header
 # cannot make us allocate gigabytes.
 MAX_PIXELS = 16384 * 16384
@@ -122,12 +125,10 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
 
 def _format_for(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
-    formats = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
-               ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
-    if suffix not in formats:
+    if suffix not in FORMATS:
         raise P2PError(f"{path}: unknown image extension {suffix!r}",
-                       f"use one of {', '.join(sorted(formats))}")
-    return formats[suffix]
+                       f"use one of {', '.join(sorted(FORMATS))}")
+    return FORMATS[suffix]
 
 
 def encode_image(img: Image.Image | torch.Tensor, fmt: str = "PNG") -> bytes:
@@ -141,6 +142,4 @@ def encode_image(img: Image.Image | torch.Tensor, fmt: str = "PNG") -> bytes:
 
 def save_image(img: Image.Image | torch.Tensor, path: str | os.PathLike) -> None:
     """Write an image atomically; the format follows the file extension."""
-    data = encode_image(img, _format_for(path))
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    write_bytes_atomic(path, encode_image(img, _format_for(path)))
