@@ -5,7 +5,7 @@ For each batch size, the median (and best) of ``--repeats`` timed runs after one
   end to end   ``p2p.translate`` over a folder of 256x256 JPEGs: decode, compute, encode, write
 It also measures the generator's forward FLOPs per image (torch.utils.flop_counter) and the
 machine's matmul GFLOP/s in the dtype the generator computes in (fp32 on CPU, bf16 autocast on
-CUDA; the best of several runs), and the fraction of that roofline the median reaches.
+CUDA; the median of several runs), and the fraction of that roofline the median reaches.
 Beside wall-clock figures it reports images per CPU-second of this process (all its threads) and
 the matching fraction of the matmul's GFLOP per CPU-second: on a machine shared with other work
 these stay put while wall-clock figures swing (on CUDA they only measure host overhead).
@@ -117,13 +117,14 @@ def main() -> None:
         r["roofline_fraction"] = r["gflop_per_s"] / matmul[0]
         r["gflop_per_cpu_s"] = r["images_per_cpu_s"] * flops / 1e9
         r["cpu_roofline_fraction"] = r["gflop_per_cpu_s"] / matmul[1]
+    load_after, dtype_name = os.getloadavg()[0], str(dtype).removeprefix("torch.")
     result = {
         "device": str(device), "processor": platform.processor() or platform.machine(),
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "forward_gflop_per_image": flops / 1e9,
-        f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_s": matmul[0],
-        f"matmul_{str(dtype).removeprefix('torch.')}_gflop_per_cpu_s": matmul[1],
-        "repeats": args.repeats, "load_average_before_after": [load_before, os.getloadavg()[0]],
+        f"matmul_{dtype_name}_gflop_per_s": matmul[0],
+        f"matmul_{dtype_name}_gflop_per_cpu_s": matmul[1],
+        "repeats": args.repeats, "load_average_before_after": [load_before, load_after],
         "rows": rows,
     }
     if args.json:
@@ -132,8 +133,7 @@ def main() -> None:
         return
     print(f"device {device} ({result['processor']}), torch {torch.__version__}, "
           f"{result['threads']} threads, median of {args.repeats} runs, 1-min load average "
-          f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after (others' work skews it)")
-    dtype_name = str(dtype).removeprefix("torch.")
+          f"{load_before:.1f} before and {load_after:.1f} after (others' work skews it)")
     print(f"unet_256 forward: {flops / 1e9:.2f} GFLOP per 256x256 image; {dtype_name} matmul: "
           f"{matmul[0]:.1f} GFLOP/s, {matmul[1]:.1f} GFLOP per CPU-second")
     print(f"{'what':<12}{'mode':<7}{'batch':>6}{'images/s':>10}{'(best)':>8}{'GFLOP/s':>9}"
