@@ -371,6 +371,7 @@ class Listing:
     size: int | None  # bytes of the published file, where known
     present: bool
     local_size: int | None  # bytes of the converted checkpoint, when present
+    problem: str | None = None  # why an imported entry cannot be read (it is then not present)
 
 
 def listing() -> list[Listing]:
@@ -380,13 +381,26 @@ def listing() -> list[Listing]:
         present = path.is_file()
         rows.append(Listing(entry.name, entry.task, entry.direction, entry.layout, entry.size,
                             present, path.stat().st_size if present else None))
-    for name in imported_names():
-        path = converted_path(name)
+    return rows + [_imported_listing(name) for name in imported_names()]
+
+
+def _imported_listing(name: str) -> Listing:
+    """The row of a ``zoo import``ed entry; a file that is not one (put there by hand, or
+    damaged) is listed as unreadable, with the reason, instead of failing the whole list."""
+    path = converted_path(name)
+    size = path.stat().st_size
+    try:
         # mmap: reads the few plain values without reading the tensors.
         state = checkpoint.load_weights_only(path, mmap=True)
-        rows.append(Listing(name, f"imported ({state['source']['layout']})", state["direction"],
-                            "imported", None, True, path.stat().st_size))
-    return rows
+    except P2PError as exc:
+        return Listing(name, "unreadable", "-", "imported", None, False, size, exc.message)
+    source = state.get("source") if isinstance(state, dict) else None
+    layout = source.get("layout") if isinstance(source, dict) else None
+    direction = state.get("direction") if isinstance(state, dict) else None
+    if layout not in LAYOUTS or direction not in ("AtoB", "BtoA"):
+        return Listing(name, "unreadable", "-", "imported", None, False, size,
+                       f"{path}: not a checkpoint written by 'p2p zoo import'")
+    return Listing(name, f"imported ({layout})", direction, "imported", None, True, size)
 
 
 # --- export ---------------------------------------------------------------------------------

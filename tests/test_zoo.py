@@ -415,3 +415,34 @@ def test_export_failures_write_nothing(cli, small_checkpoint, tmp_path, monkeypa
     r = cli("zoo", "export", path, tmp_path / "g.ts", "--format", "torchscript")
     assert r.exit_code == 2 and "nothing was written" in r.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("g.", ".g."))] == []
+
+
+@pytest.mark.parametrize("foreign", [
+    b"",  # empty
+    b"a text file, not a checkpoint\n",
+    [1, 2],  # saved with torch.save from here on: a list
+    {"generator": {}},  # a mapping without source or direction
+    {"source": "x", "direction": "AtoB"},  # a source that is not a mapping
+])
+def test_list_shows_a_foreign_file_as_unreadable(cli, tmp_path, foreign):
+    source, body = published_file("official", seed=3)
+    file = tmp_path / "latest_net_G.pth"
+    file.write_bytes(body)
+    assert cli("zoo", "import", file, "--format", "official", "--name", "mine").exit_code == 0
+    stray = zoo.zoo_dir() / "stray" / zoo.CHECKPOINT_NAME
+    stray.parent.mkdir()
+    if isinstance(foreign, bytes):
+        stray.write_bytes(foreign)
+    else:
+        torch.save(foreign, stray)
+
+    r = cli("zoo", "list", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert len(rows) == len(zoo.ENTRIES) + 2
+    assert rows["mine"]["present"] and rows["mine"]["problem"] is None
+    assert rows["stray"]["task"] == "unreadable" and not rows["stray"]["present"]
+    assert str(stray) in rows["stray"]["problem"]
+    r = cli("zoo", "list")
+    assert r.exit_code == 0 and "mine" in r.out and "stray" in r.out and "unreadable" in r.out
+    assert r.stderr.count("\n") == 1 and f"stray is unreadable: {stray}" in r.stderr

@@ -34,9 +34,14 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON li
     table = Table("name", "task", "direction", "source", "size", "present")
     for r in rows:
         table.add_row(r.name, r.task, r.direction, r.source, _size(r.size),
-                      f"yes ({_size(r.local_size)})" if r.present else "no")
+                      f"yes ({_size(r.local_size)})" if r.present else
+                      "unreadable" if r.problem else "no")
     # Not a terminal: no width limit, so names are never cut in pipes and logs.
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
+    for r in rows:
+        if r.problem:
+            console.info(f"{r.name} is unreadable: {r.problem} (import it again with "
+                         f"'p2p zoo import FILE --name {r.name}', or delete its folder)")
 
 
 @app.command("pull")
