@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed
+from p2p import distributed, footprint
 from p2p.data.paired import (
     PairedImages,
     augment,
@@ -218,6 +218,18 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
     return torch.cat(list(rows.cpu()), dim=1)  # stacked vertically
 
 
+def weights_finite(models: Models) -> bool:
+    """Whether the weights and norm statistics of both networks are all finite numbers."""
+    return all(bool(torch.isfinite(x).all()) for net in (models.generator, models.discriminator)
+               for x in net.state_dict().values() if x.is_floating_point())
+
+
+def diverged(iteration: int) -> P2PError:
+    return P2PError(f"training diverged at iteration {iteration} (loss or weights are not "
+                    f"finite); the last checkpoint, if any, is kept",
+                    "lower train.lr or check the data")
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[list[str]]:
     """While active, SIGINT/SIGTERM ask the loop to stop after the current iteration (it then
@@ -278,6 +290,7 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
+    footprint.check_fits(recipe, device, world.size)
     with distributed.process_group(world, device), reuse_freed_memory(device):
         return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
 
@@ -304,6 +317,10 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     sample_target = step.to_device(center_crop(sample_target, d.crop_size))
 
     def save(iteration: int) -> None:
+        # Never replace the last good checkpoint with weights that are no longer numbers (the
+        # loss is only checked when logged).
+        if not weights_finite(models):
+            raise diverged(iteration)
         if world.is_main:
             ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
                                  training_state(models, recipe, iteration))
@@ -332,9 +349,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                           "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
                           "time": round(time.time(), 3), "device": hardware}
                 if not all(math.isfinite(record[k]) for k in losses):
-                    save(iteration)
-                    raise P2PError(f"training diverged at iteration {iteration} (loss is not "
-                                   f"finite)", "lower train.lr or check the data")
+                    raise diverged(iteration)
                 if world.is_main:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
