@@ -97,6 +97,7 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def human(n: int) -> str:
+    """A byte count for messages: 1.2 TB, 3.4 GB, 56.0 MB, 7 kB."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
