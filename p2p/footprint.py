@@ -3,9 +3,9 @@
 Counted before anything is allocated, from the recipe alone: the convolution weights of both
 networks with their gradients and Adam state, and the feature maps one batch keeps for the
 backward pass. Every term is a lower bound (biases, norm layers, temporaries and the allocator's
-slack are left out; autograd keeps 2.5x or more of the feature maps counted here, measured with
-saved-tensor hooks over U-Nets of 5 to 9 levels), so a recipe is refused only when it cannot fit,
-never because the estimate was generous.
+slack are left out; autograd keeps 1.4x to 10x the feature-map bytes counted here, measured with
+saved-tensor hooks over U-Nets of 5 to 9 levels and every discriminator depth), so a recipe is
+refused only when it cannot fit, never because the estimate was generous.
 """
 
 from __future__ import annotations

@@ -141,7 +141,7 @@ def test_incomplete_or_foreign_checkpoints_are_user_errors(tmp_path):
 @pytest.mark.parametrize("log_every", [1, 100])  # the loss check, and the check before saving
 def test_divergence_keeps_the_last_finite_checkpoint(cli, tiny, tmp_path, log_every):
     run = tmp_path / "run"
-    r = cli("train", tiny(12), "--out", run, "--set", "train.lr=1e8", "--set",
+    r = cli("train", tiny(6), "--out", run, "--set", "train.lr=1e8", "--set",
             f"train.log_every={log_every}", "--set", "train.checkpoint_every=1")
     assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: training diverged at iteration")
