@@ -57,6 +57,16 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
 
 
+def _by_stem(folder: Path) -> dict[str, Path]:
+    files = {}
+    for path in _images_in(folder):
+        if path.stem in files:
+            raise P2PError(f"{folder}: {files[path.stem].name} and {path.name} have the same name",
+                           "keep one file per name in A/ and B/")
+        files[path.stem] = path
+    return files
+
+
 def find_pairs(root: str | os.PathLike, split: str) -> list[tuple[Path, Path | None]]:
     """The split's files: (aligned image, None) or (A image, B image), sorted by name."""
     root = Path(root)
@@ -64,15 +74,17 @@ def find_pairs(root: str | os.PathLike, split: str) -> list[tuple[Path, Path | N
         raise P2PError(f"{root}: dataset folder not found")
     folder = _split_dir(root, split)
     if (folder / "A").is_dir() and (folder / "B").is_dir():
-        a_files = {p.name: p for p in _images_in(folder / "A")}
-        b_files = {p.name: p for p in _images_in(folder / "B")}
+        # Partners share their name without the extension (A/x.tif pairs with B/x.png).
+        a_files, b_files = _by_stem(folder / "A"), _by_stem(folder / "B")
         unmatched = sorted(set(a_files) ^ set(b_files))
         if unmatched:
             side = "B" if unmatched[0] in a_files else "A"
-            raise P2PError(f"{folder}: '{unmatched[0]}' has no partner in {side}/ "
+            name = (a_files.get(unmatched[0]) or b_files[unmatched[0]]).name
+            raise P2PError(f"{folder}: '{name}' has no partner in {side}/ "
                            f"({len(unmatched)} unmatched names)",
-                           "A/ and B/ must hold the same file names")
-        pairs = [(a_files[name], b_files[name]) for name in sorted(a_files)]
+                           "A/ and B/ must hold the same file names (extensions may differ)")
+        pairs = sorted(((a_files[stem], b_files[stem]) for stem in a_files),
+                       key=lambda pair: pair[0].name)
     else:
         pairs = [(p, None) for p in _images_in(folder)]
     if not pairs:
@@ -112,12 +124,16 @@ def _to_tensor(image: Decoded, size: Size, antialias: bool) -> torch.Tensor:
     return x[0].round().clamp(0, 255).to(torch.uint8)
 
 
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
 def value_range(dtype: torch.dtype, explicit: Sequence[float] | None,
                 side: str) -> tuple[float, float]:
     """The values of a side that map to -1 and 1: ``explicit`` (data.range), else the depth's."""
     if explicit is not None:
         return float(explicit[0]), float(explicit[1])
-    name = str(dtype).removeprefix("torch.")
+    name = _name(dtype)
     if name not in DEPTH_RANGES:
         raise P2PError(f"the {side} images hold {name} values, whose range is unknown",
                        "set data.range: [min, max], the values that map to -1 and 1")
@@ -172,12 +188,14 @@ class PairedImages:
         source, target = (a, b) if self.direction == "AtoB" else (b, a)
         source_path, target_path = ((a_path, b_path) if self.direction == "AtoB"
                                     else (b_path, a_path))
-        pair = (self._side(source, self.in_channels, source_path or a_path),
-                self._side(target, self.out_channels, target_path or a_path))
-        if self.dtypes is not None and (pair[0].dtype, pair[1].dtype) != self.dtypes:
-            raise P2PError(f"{a_path}: its images are {pair[0].dtype} and {pair[1].dtype}, those "
-                           f"of {self.names[0]} {self.dtypes[0]} and {self.dtypes[1]}",
-                           "all files of a side must have the same bit depth")
+        paths = (source_path or a_path, target_path or a_path)
+        pair = (self._side(source, self.in_channels, paths[0]),
+                self._side(target, self.out_channels, paths[1]))
+        for x, path, expected in zip(pair, paths, self.dtypes or (), strict=False):
+            if x.dtype != expected:
+                raise P2PError(f"{path}: {_name(x.dtype)} pixels, but those of the same side "
+                               f"in {self.names[0]} are {_name(expected)}",
+                               "all files of a side must have the same bit depth")
         return pair
 
     def _side(self, image: Decoded, channels: int, path: Path) -> torch.Tensor:
@@ -230,7 +248,7 @@ class PairedImages:
         """What the checkpoint records: each side's dtype and value range, and whether the range
         was given (data.range) or follows the depth."""
         def side(dtype: torch.dtype, value_range: tuple[float, float]) -> dict:
-            name = str(dtype).removeprefix("torch.")
+            name = _name(dtype)
             return {"dtype": name, "range": list(value_range),
                     "explicit": DEPTH_RANGES.get(name) != value_range}
         return {"source": side(self.dtypes[0], self.ranges[0]),
