@@ -322,7 +322,7 @@ def _pil_pixels(img: Image.Image, label: str) -> np.ndarray:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode not in ("L", "LA", "RGB", "RGBA"):
         img = img.convert("RGB")  # 1, CMYK, YCbCr, ...
-    return _as_hwc(np.asarray(img), label)
+    return _as_hwc(np.array(img), label)  # np.array: writable (torch.from_numpy wants that)
 
 
 def match_channels(pixels: np.ndarray, channels: int, label: str, hint: str) -> np.ndarray:
@@ -353,9 +353,9 @@ def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def normalize(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
-    """Values in ``value_range`` -> float [-1, 1] (in place on a float copy of ``x``)."""
+    """Values in ``value_range`` -> float [-1, 1], as a new tensor (``x`` is left alone)."""
     low, high = value_range
-    x = x.float()
+    x = x.to(torch.float32, copy=True)  # one conversion; float input is copied, not changed
     if low:
         x = x.sub_(low)
     return x.div_((high - low) / 2).sub_(1.0)
@@ -376,10 +376,11 @@ def denormalize(x: torch.Tensor, dtype: str, value_range: tuple[float, float]) -
     return values.astype(np.float32) if dtype == "float32" else _cast_like(values, np.dtype(dtype))
 
 
-def output_suffix(source_suffix: str) -> str:
-    """The default output extension for an input: TIFF stays TIFF, .npy stays .npy, else PNG."""
-    kind = {".tif": ".tif", ".tiff": ".tif", ".npy": ".npy"}
-    return kind.get(source_suffix.lower(), ".png")
+def output_suffix(source_suffix: str, png_holds_output: bool = True) -> str:
+    """The default output extension for an input: TIFF stays TIFF, .npy stays .npy, the rest
+    becomes PNG, or TIFF when PNG cannot hold the output (``can_hold``)."""
+    kind = {".tif": ".tif", ".tiff": ".tif", ".npy": ".npy"}.get(source_suffix.lower())
+    return kind or (".png" if png_holds_output else ".tif")
 
 
 def can_hold(fmt: str, channels: int, dtype: str) -> bool:

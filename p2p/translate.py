@@ -151,6 +151,10 @@ class Model:
         return self.normalization["target"]["dtype"]
 
     @property
+    def png_holds_output(self) -> bool:
+        return can_hold("PNG", self.out_channels, self.output_dtype)
+
+    @property
     def writes_8bit_images(self) -> bool:
         """Outputs go through Pillow as before: 8-bit, 1 or 3 channels, the full 0..255."""
         target = self.normalization["target"]
@@ -225,14 +229,15 @@ class Plan:
 
 
 def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool = False,
-              stdin: bytes | None = None) -> Plan:
+              stdin: bytes | None = None, png_holds_output: bool = True) -> Plan:
     """Pair each input image with its output.
 
     ``input``: an image file, a folder (recursively, in sorted order) or ``-`` (the bytes in
     ``stdin``). ``output``: a folder (same relative names with extension ``ext``; None: the
-    input's own for TIFF and .npy, else png), an image file, or ``-`` (the encoded PNG, or TIFF
-    when PNG cannot hold the output, is returned instead of written). An existing folder, or a
-    path without an image extension, is a folder. Existing outputs are kept unless ``overwrite``.
+    input's own for TIFF and .npy, else png, or tif unless ``png_holds_output``, see
+    ``Model.png_holds_output``), an image file, or ``-`` (the encoded PNG, or TIFF when PNG
+    cannot hold the output, is returned instead of written). An existing folder, or a path
+    without an image extension, is a folder. Existing outputs are kept unless ``overwrite``.
     """
     suffix = None if ext is None else f".{ext.lower().lstrip('.')}"
     if suffix is not None and suffix not in IMAGE_EXTENSIONS:
@@ -246,13 +251,14 @@ def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool 
                            "name a file, or - for stdout")
         jobs = [Job(stdin, STDIN_NAME, _output_file(output))]
     elif Path(input).is_dir():
-        jobs = _folder_jobs(Path(input), output, suffix)
+        jobs = _folder_jobs(Path(input), output, suffix, png_holds_output)
     elif Path(input).exists():
         source = Path(input)
         out = Path(output)
         if output != "-" and (out.is_dir() or not is_image_file(out)):
             # into a folder, created if needed
-            out = out / source.with_suffix(suffix or output_suffix(source.suffix)).name
+            out = out / source.with_suffix(
+                suffix or output_suffix(source.suffix, png_holds_output)).name
         jobs = [Job(source, input, _output_file(str(out)))]
     else:
         raise P2PError(f"{input}: no such file or folder")
@@ -277,7 +283,8 @@ def _output_file(output: str) -> Path | None:
     return path
 
 
-def _folder_jobs(folder: Path, output: str, suffix: str | None) -> list[Job]:
+def _folder_jobs(folder: Path, output: str, suffix: str | None,
+                 png_holds_output: bool) -> list[Job]:
     if output == "-":
         raise P2PError(f"{folder}: a folder of images cannot go to stdout",
                        "name an output folder")
@@ -293,7 +300,7 @@ def _folder_jobs(folder: Path, output: str, suffix: str | None) -> list[Job]:
     jobs, claimed = [], {}
     for source in sources:
         target = out / source.relative_to(folder).with_suffix(
-            suffix or output_suffix(source.suffix))
+            suffix or output_suffix(source.suffix, png_holds_output))
         if target in claimed:
             raise P2PError(f"{claimed[target]} and {source} would both be written to {target}",
                            "rename one of them")
@@ -443,10 +450,11 @@ def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image
 
 def _normalized(image: Image.Image | np.ndarray, model: Model, side: str,
                 label: str) -> torch.Tensor:
-    pixels = np.asarray(image)
-    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
-    value_range = model.value_range(side, pixels.dtype.name, label)
-    return normalize(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1), value_range)
+    if isinstance(image, Image.Image):
+        x, dtype = pil_to_tensor(image), "uint8"
+    else:
+        x, dtype = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), image.dtype.name
+    return normalize(x, model.value_range(side, dtype, label))
 
 
 def _decode_any(job: Job, model: Model, options: TranslateOptions,

@@ -233,6 +233,22 @@ def test_gray_side_by_side_and_none_mode(cli, tmp_path):
     assert np.array_equal(out[:, 180:], ab[:, 90:])  # the target panel
 
 
+def test_outputs_png_cannot_hold_default_to_tiff(cli, tmp_path):
+    generator = UnetGenerator(GeneratorConfig(in_channels=3, out_channels=4, **SMALL_GENERATOR))
+    uint16 = {"dtype": "uint16", "range": [0.0, 65535.0], "explicit": False}
+    preprocess = Preprocess("scale_width", (64, 64), (32, 32)).to_dict()
+    save_checkpoint(tmp_path / "model.pt", generator_state(
+        generator, "AtoB", 32, preprocess, {"source": uint16, "target": uint16}))
+    save_raster(random_pixels((30, 50, 3), np.uint8), tmp_path / "in" / "photo.png")
+    r = cli("translate", "-c", tmp_path / "model.pt", tmp_path / "in", tmp_path / "out")
+    assert r.exit_code == 0, r.stderr
+    out = read_raster(tmp_path / "out" / "photo.tif")
+    assert out.pixels.dtype == np.uint16 and out.pixels.shape == (30, 50, 4)
+    r = cli("translate", "-c", tmp_path / "model.pt", tmp_path / "in", tmp_path / "png",
+            "--ext", "png")
+    assert r.exit_code == 2 and "--ext tif" in r.stderr and not (tmp_path / "png").exists()
+
+
 def test_npy_pairs_with_a_range(cli, tmp_path):
     (tmp_path / "data").mkdir()
     for i in range(2):  # H x 2W float arrays: one channel per side, values in [0, 1]
