@@ -121,6 +121,17 @@ def test_each_mode_through_the_dataset_and_augment(mode, height, width, seed):
         assert source.shape == (2, 3, *expected) and target.shape == source.shape
 
 
+def test_a_process_share_of_mixed_sizes_is_cropped_as_in_the_whole_batch():
+    # Crop mode keeps each image's size; a process sees only its share of the batch, not the
+    # sizes of the others' items, and must still crop its items as the whole batch would.
+    sizes = [(40, 50), (64, 33), (35, 90), (48, 48)]
+    images = [torch.arange(3 * h * w).reshape(3, h, w) for h, w in sizes]
+    whole, _ = augment(images, images, (32, 32), True, 7, 11)
+    for first in range(1, 4):
+        share, _ = augment(images[first:], images[first:], (32, 32), True, 7, 11, first=first)
+        assert torch.equal(share, whole[first:])
+
+
 def test_crop_refuses_images_smaller_than_the_crop(tmp_path):
     save_raster(random_pixels((40, 120, 3), np.uint8), tmp_path / "small.png")
     with pytest.raises(P2PError, match="small.png: 60x40 .* smaller than the crop"):
