@@ -1,9 +1,13 @@
 """The checkpoint format: one ``torch.save``d dict of tensors and plain Python values.
 
 Every checkpoint holds the generator and what is needed to use it (``generator_config``,
-``direction``, ``image_size``). A training checkpoint adds the discriminator, both optimizers and
-schedulers, the iteration, the RNG states and the resolved recipe. Zoo entries are
-generator-only checkpoints. Loading always uses ``weights_only=True``: a checkpoint is data.
+``direction``, ``image_size``: an int for a square, else [height, width]). Checkpoints written
+since preprocessing modes and N-channel data add ``preprocess`` (mode, load and crop sizes) and
+``normalization`` (per side: the files' dtype and the value range mapped to [-1, 1]); older
+ones read as ``resize_and_crop`` at ``image_size`` on 8-bit files. A training checkpoint adds
+the discriminator, both optimizers and schedulers, the iteration, the RNG states and the resolved
+recipe. Zoo entries are generator-only checkpoints. Loading always uses ``weights_only=True``:
+a checkpoint is data.
 """
 
 import os
@@ -27,10 +31,42 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **state}, tmp)
 
 
-def generator_state(generator: UnetGenerator, direction: str, image_size: int) -> dict[str, Any]:
-    """The part of a checkpoint that translation needs."""
-    return {"generator_config": asdict(generator.config), "direction": direction,
-            "image_size": image_size, "generator": generator.state_dict()}
+def generator_state(generator: UnetGenerator, direction: str, image_size: int | tuple[int, int],
+                    preprocess: dict | None = None,
+                    normalization: dict | None = None) -> dict[str, Any]:
+    """The part of a checkpoint that translation needs. ``preprocess`` is
+    ``Preprocess.to_dict()``; ``normalization`` maps ``source`` and ``target`` to
+    ``{"dtype": ..., "range": [min, max], "explicit": bool}`` (explicit: set by data.range, not
+    by the files' depth)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    state = {"generator_config": asdict(generator.config), "direction": direction,
+             "image_size": height if height == width else [height, width],
+             "generator": generator.state_dict()}
+    if preprocess is not None:
+        state["preprocess"] = preprocess
+    if normalization is not None:
+        state["normalization"] = normalization
+    return state
+
+
+def image_size_of(state: dict) -> tuple[int, int]:
+    """The (height, width) a checkpoint's generator was trained at."""
+    size = state["image_size"]
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def preprocess_of(state: dict) -> dict:
+    """The checkpoint's preprocessing; checkpoints from before the modes resized to their size."""
+    if "preprocess" in state:
+        return state["preprocess"]
+    size = list(image_size_of(state))
+    return {"mode": "resize_and_crop", "load_size": size, "crop_size": size}
+
+
+def normalization_of(state: dict) -> dict:
+    """The checkpoint's value ranges per side; before N-channel data, 8-bit files."""
+    eight_bit = {"dtype": "uint8", "range": [0.0, 255.0], "explicit": False}
+    return state.get("normalization", {"source": eight_bit, "target": eight_bit})
 
 
 def resolve(path: str | os.PathLike) -> Path:

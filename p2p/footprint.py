@@ -10,9 +10,11 @@ refused only when it cannot fit, never because the estimate was generous.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING
 
+from p2p.data.preprocess import as_size
 from p2p.errors import P2PError
 
 if TYPE_CHECKING:  # the estimate itself needs no torch
@@ -52,16 +54,22 @@ def discriminator_weights(recipe: Recipe) -> int:
 def feature_map_elements(recipe: Recipe) -> int:
     """Per image: the U-Net's encoder outputs (kept as skips) and the decoder outputs of the
     same shapes, and the outputs of one discriminator pass, at the crop size."""
-    m, size = recipe.model, recipe.data.crop_size
+    m = recipe.model
+    height, width_px = as_size(recipe.data.crop_size)
     w = _unet_widths(m.num_downs, m.ngf)
-    generator = 2 * sum(width * (size >> (i + 1)) ** 2 for i, width in enumerate(w))
+    generator = 2 * sum(width * (height >> (i + 1)) * (width_px >> (i + 1))
+                        for i, width in enumerate(w))
     if m.d_layers == 0:
-        return generator + 3 * m.ndf * size * size
-    side, width, discriminator = size // 2, m.ndf, m.ndf * (size // 2) ** 2
+        return generator + 3 * m.ndf * height * width_px
+    rows, cols, width = height // 2, width_px // 2, m.ndf
+    discriminator = m.ndf * rows * cols
     for n in range(1, m.d_layers + 1):
         width = m.ndf * min(2**n, 8)
-        side = side // 2 if n < m.d_layers else side - 1  # the last hidden conv has stride 1
-        discriminator += width * max(side, 0) ** 2
+        if n < m.d_layers:
+            rows, cols = rows // 2, cols // 2
+        else:  # the last hidden conv has stride 1
+            rows, cols = rows - 1, cols - 1
+        discriminator += width * max(rows, 0) * max(cols, 0)
     return generator + discriminator
 
 
@@ -71,7 +79,7 @@ def training_bytes(recipe: Recipe, batch: int, half_precision: bool) -> int:
     d = recipe.data
     state = 4 * STATE_COPIES * (generator_weights(recipe) + discriminator_weights(recipe))
     per_image = ((2 if half_precision else 4) * feature_map_elements(recipe)
-                 + (d.in_channels + d.out_channels) * d.load_size**2)  # the uint8 batch
+                 + (d.in_channels + d.out_channels) * math.prod(as_size(d.load_size)))  # the batch
     return state + batch * per_image
 
 
@@ -115,8 +123,9 @@ def check_fits(recipe: Recipe, device: torch.device, processes: int = 1) -> None
     half = device.type == "cuda" and recipe.train.amp
     needed = training_bytes(recipe, batch, half)
     if needed > available:
+        crop = "x".join(map(str, as_size(d.crop_size)))
         raise P2PError(
             f"recipe needs at least {human(needed)} of {device.type} memory to train (ngf "
-            f"{m.ngf}, ndf {m.ndf}, {batch} image(s) of {d.crop_size}x{d.crop_size} per "
+            f"{m.ngf}, ndf {m.ndf}, {batch} image(s) of {crop} per "
             f"process), but {human(available)} is free",
             "lower model.ngf / model.ndf, data.batch_size or data.crop_size, or free memory")

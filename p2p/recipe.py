@@ -4,6 +4,7 @@ A recipe has three sections, ``data``, ``model`` and ``train``. Unknown keys are
 suggest the closest valid key; ``--set section.key=value`` overrides any field.
 """
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -17,8 +18,11 @@ from typing import Any, Literal
 
 import yaml
 
+from p2p.data.preprocess import MODES, Preprocess, as_size
 from p2p.errors import P2PError
 from p2p.models import DiscriminatorConfig, GeneratorConfig
+
+ValueRange = list[float]  # [min, max]: the values that map to -1 and 1
 
 
 @dataclass
@@ -26,14 +30,31 @@ class DataConfig:
     path: str = "synthetic"  # a dataset name (`p2p data list`) or a folder
     direction: Literal["AtoB", "BtoA"] = "AtoB"
     split: str = "train"
-    load_size: int = 286  # resize both images to this square size (bicubic) ...
-    crop_size: int = 256  # ... then take the same random crop of A and B
+    # Sizes are an int (a square) or [height, width]; see `preprocess` for how they are used.
+    load_size: int | list[int] = 286  # resize both images to this size (bicubic) ...
+    crop_size: int | list[int] = 256  # ... then take the same random crop of A and B
     flip: bool = True  # the same random horizontal flip for A and B
-    in_channels: Literal[1, 3] = 3
-    out_channels: Literal[1, 3] = 3
+    in_channels: int = 3  # any count; gray files become RGB and back, others must match
+    out_channels: int = 3
     batch_size: int = 1  # the global batch: with N processes, each trains on batch_size / N
     cache_gb: float = 4.0  # keep the decoded split in memory when it fits in this budget
     workers: int = 2  # decoding threads when the split is read from disk
+    # resize_and_crop, crop, scale_width (load_size = the width), scale_width_and_crop, none
+    # (sides to the nearest multiple of 2^num_downs): see p2p/data/preprocess.py
+    preprocess: Literal[MODES] = "resize_and_crop"
+    # Values mapped to [-1, 1]: null = by the files' depth (uint8 0..255, uint16 0..65535; floats
+    # need a range); [min, max] for both sides; or {A: [min, max], B: [min, max]}.
+    range: ValueRange | dict[str, ValueRange] | None = None
+
+    def preprocessing(self) -> Preprocess:
+        return Preprocess(self.preprocess, as_size(self.load_size), as_size(self.crop_size))
+
+    def side_ranges(self) -> tuple[ValueRange | None, ValueRange | None]:
+        """The value ranges of the (source, target) sides; None: by the files' depth."""
+        by_side = self.range if isinstance(self.range, dict) else {"A": self.range,
+                                                                   "B": self.range}
+        a, b = by_side.get("A"), by_side.get("B")
+        return (a, b) if self.direction == "AtoB" else (b, a)
 
 
 @dataclass
@@ -76,6 +97,10 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def generator_stride(self) -> int:
+        """Every side the generator sees must be a multiple of this."""
+        return 2 ** self.model.num_downs
+
     def generator_config(self) -> GeneratorConfig:
         m = self.model
         return GeneratorConfig(self.data.in_channels, self.data.out_channels, m.num_downs, m.ngf,
@@ -110,6 +135,17 @@ def shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
 
 
+def _describe(kind: Any) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
+    return "null" if kind is type(None) else kind.__name__
+
+
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
     if origin is Literal:
@@ -119,7 +155,24 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
                            f"{', '.join(map(str, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported recipe field type {kind}")
+        for member in typing.get_args(kind):
+            with contextlib.suppress(P2PError):
+                return _coerce(value, member, where)
+        raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+    if kind is type(None):
+        if value is not None:
+            raise P2PError(f"{where}: expected null, got {shown(value)}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+        return [_coerce(item, typing.get_args(kind)[0], where) for item in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+        key_kind, value_kind = typing.get_args(kind)
+        return {_coerce(k, key_kind, where): _coerce(v, value_kind, f"{where}.{k}")
+                for k, v in value.items()}
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -167,17 +220,56 @@ MAX_WORKERS = 1024  # decoding threads; more than any machine's cores
 MAX_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
 
 
+def _validate_data(d: DataConfig, stride: int) -> None:
+    for key in ("load_size", "crop_size"):
+        value = getattr(d, key)
+        if isinstance(value, list) and len(value) != 2:
+            raise P2PError(f"recipe: data.{key} is one number or [height, width], "
+                           f"got {shown(value)}")
+        if min(as_size(value)) <= 0:
+            raise P2PError(f"recipe: data.{key} must be positive, got {shown(value)}")
+    for key in ("in_channels", "out_channels"):
+        if getattr(d, key) < 1:
+            raise P2PError(f"recipe: data.{key} must be at least 1, got {getattr(d, key)}")
+    load, crop = as_size(d.load_size), as_size(d.crop_size)
+    if d.preprocess.startswith("scale_width") and isinstance(d.load_size, list):
+        raise P2PError(f"recipe: data.load_size is the width with data.preprocess {d.preprocess}, "
+                       f"got {shown(d.load_size)}", "give one number")
+    checked = {"resize_and_crop": (0, 1), "scale_width_and_crop": (1,)}.get(d.preprocess, ())
+    if any(crop[i] > load[i] for i in checked):
+        raise P2PError(f"recipe: data.crop_size ({shown(d.crop_size)}) is larger than data.load_size "
+                       f"({shown(d.load_size)})", "crop_size must be <= load_size")
+    if crop[0] % stride or crop[1] % stride:
+        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
+                       f"2^model.num_downs = {stride}",
+                       "use crop_size 256 with num_downs 8, or 128 with 7")
+    ranges = d.range.items() if isinstance(d.range, dict) else [(None, d.range)]
+    for side, value_range in ranges:
+        where = f"data.range.{side}" if side is not None else "data.range"
+        if side not in (None, "A", "B"):
+            raise P2PError(f"recipe: unknown side {where}", "the sides are A and B")
+        if value_range is not None and (len(value_range) != 2 or
+                                        not value_range[0] < value_range[1]):
+            raise P2PError(f"recipe: {where} must be [min, max] with min < max, got "
+                           f"{shown(value_range)}")
+
+
 def _validate(recipe: Recipe) -> Recipe:
     d, m, t = recipe.data, recipe.model, recipe.train
-    positive = {"data.load_size": d.load_size, "data.crop_size": d.crop_size,
-                "data.batch_size": d.batch_size, "model.ngf": m.ngf, "model.ndf": m.ndf,
+    positive = {"data.batch_size": d.batch_size, "model.ngf": m.ngf, "model.ndf": m.ndf,
                 "train.iters": t.iters, "train.log_every": t.log_every,
                 "train.sample_every": t.sample_every, "train.checkpoint_every": t.checkpoint_every}
     for key, value in positive.items():
         if value <= 0:
             raise P2PError(f"recipe: {key} must be positive, got {shown(value)}")
+    if not 5 <= m.num_downs <= 9:
+        raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {shown(m.num_downs)}")
+    _validate_data(d, recipe.generator_stride())
     width_hint = "the published runs use 64"
-    at_most = {"data.load_size": (d.load_size, MAX_SIZE, None),
+    at_most = {"data.load_size": (max(as_size(d.load_size)), MAX_SIZE, None),
+               "data.crop_size": (max(as_size(d.crop_size)), MAX_SIZE, None),
+               "data.in_channels": (d.in_channels, MAX_WIDTH, None),
+               "data.out_channels": (d.out_channels, MAX_WIDTH, None),
                "data.batch_size": (d.batch_size, MAX_COUNT, None),
                "data.workers": (d.workers, MAX_WORKERS, None),
                "model.ngf": (m.ngf, MAX_WIDTH, width_hint),
@@ -194,20 +286,12 @@ def _validate(recipe: Recipe) -> Recipe:
     if not (math.isfinite(d.cache_gb) and d.cache_gb >= 0):
         raise P2PError(f"recipe: data.cache_gb must be a finite number >= 0, got {d.cache_gb}",
                        "0 reads every batch from disk")
-    if d.crop_size > d.load_size:
-        raise P2PError(f"recipe: data.crop_size ({d.crop_size}) is larger than data.load_size "
-                       f"({d.load_size})", "crop_size must be <= load_size")
-    if not 5 <= m.num_downs <= 9:
-        raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {shown(m.num_downs)}")
-    if d.crop_size % 2**m.num_downs:
-        raise P2PError(f"recipe: data.crop_size {d.crop_size} is not a multiple of "
-                       f"2^model.num_downs = {2**m.num_downs}",
-                       "use crop_size 256 with num_downs 8, or 128 with 7")
     if not 0 <= m.d_layers <= 5:
         raise P2PError(f"recipe: model.d_layers must be between 0 and 5, got {shown(m.d_layers)}")
-    patch_side = d.crop_size // 2**m.d_layers - 2  # the PatchGAN's output, if d_layers > 0
+    # The PatchGAN's output side, if d_layers > 0.
+    patch_side = min(as_size(d.crop_size)) // 2**m.d_layers - 2
     if m.d_layers and patch_side < 1:
-        raise P2PError(f"recipe: data.crop_size {d.crop_size} is too small for model.d_layers "
+        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is too small for model.d_layers "
                        f"{m.d_layers} (no patch left to judge)",
                        f"use crop_size >= {3 * 2**m.d_layers} or fewer d_layers")
     if not 0 <= t.decay_iters <= t.iters:

@@ -435,10 +435,10 @@ def export(source: str, fmt: str, out: str | os.PathLike,
         _onnx()  # fail before any download or conversion
     generator, state = checkpoint.load_generator(resolve_generator(source, progress))
     generator.eval()
-    size, channels = state["image_size"], generator.config.in_channels
+    (height, width), channels = checkpoint.image_size_of(state), generator.config.in_channels
     rng = torch.Generator().manual_seed(0)
-    example = torch.rand(1, channels, size, size, generator=rng) * 2 - 1
-    batch = torch.rand(2, channels, size, size, generator=rng) * 2 - 1
+    example = torch.rand(1, channels, height, width, generator=rng) * 2 - 1
+    batch = torch.rand(2, channels, height, width, generator=rng) * 2 - 1
     with torch.no_grad():
         expected = generator(batch)
     with atomic_path(out) as tmp, warnings.catch_warnings():

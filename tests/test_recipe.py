@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2p.data.preprocess import as_size
 from p2p.errors import P2PError
 from p2p.recipe import (
     DataConfig,
@@ -208,7 +209,8 @@ def test_any_values_load_in_range_or_fail_in_one_short_line(values):
     assert math.isfinite(t.lr) and t.lr > 0 and 0 <= t.beta1 < 1 and 0 <= t.beta2 < 1
     assert math.isfinite(t.lambda_l1) and t.lambda_l1 >= 0
     assert d.workers >= 0 and math.isfinite(d.cache_gb) and d.cache_gb >= 0
-    assert 0 < d.crop_size <= d.load_size and d.batch_size > 0 and 0 < m.ngf <= 1024
+    crop, load = as_size(d.crop_size), as_size(d.load_size)
+    assert min(crop) > 0 and max(load) <= 16384 and d.batch_size > 0 and 0 < m.ngf <= 1024
     assert 0 < m.ndf <= 1024 and t.iters > 0 and t.log_every > 0
     assert isinstance(r.name, str) and "/" not in r.name
 
