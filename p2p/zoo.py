@@ -68,9 +68,12 @@ def _official(name: str, task: str, dataset: str, direction: str) -> ZooEntry:
 
 # The four runs of the seeds' table (mmagic configs/pix2pix) and the official PyTorch generators
 # (scripts/download_pix2pix_model.sh). All are unet_256 with batch norm and dropout.
+# All four mmagic generators read and write BGR: mmgen trained facades on OpenCV's BGR arrays
+# (to_rgb=False); the other three, MMEditing 0.x runs on RGB, were converted to that order
+# ("convert-bgr"); mmagic 1.x evaluates all four on BGR input.
 ENTRIES: list[ZooEntry] = [
     _mmagic("facades", "facade labels -> photo", "facades", "BtoA", "photo",
-            "pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-c0958d50.pth", bgr=False),
+            "pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-c0958d50.pth", bgr=True),
     _mmagic("aerial2maps", "aerial photo -> map", "maps", "AtoB", "map",
             "pix2pix_vanilla_unet_bn_a2b_1x1_219200_maps_convert-bgr_20210902_170729-59a31517.pth",
             bgr=True),
@@ -371,6 +374,11 @@ class Listing:
     size: int | None  # bytes of the published file, where known
     present: bool
     local_size: int | None  # bytes of the converted checkpoint, when present
+    channels: str = "RGB"  # the published generator's channel order; converted ones are all RGB
+
+
+def _channels(bgr: bool) -> str:
+    return "BGR" if bgr else "RGB"
 
 
 def listing() -> list[Listing]:
@@ -379,13 +387,15 @@ def listing() -> list[Listing]:
         path = converted_path(entry.name)
         present = path.is_file()
         rows.append(Listing(entry.name, entry.task, entry.direction, entry.layout, entry.size,
-                            present, path.stat().st_size if present else None))
+                            present, path.stat().st_size if present else None,
+                            channels=_channels(entry.bgr)))
     for name in imported_names():
         path = converted_path(name)
         # mmap: reads the few plain values without reading the tensors.
         state = checkpoint.load_weights_only(path, mmap=True)
         rows.append(Listing(name, f"imported ({state['source']['layout']})", state["direction"],
-                            "imported", None, True, path.stat().st_size))
+                            "imported", None, True, path.stat().st_size,
+                            channels=_channels(state["source"].get("bgr", False))))
     return rows
 
 

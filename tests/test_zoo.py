@@ -183,20 +183,25 @@ def test_registry_facts():
         if e.layout == "mmagic":
             assert e.url.startswith("https://download.openmmlab.com/mmediting/pix2pix/refactor/")
             assert e.url.endswith(f"-{e.sha256}.pth") and len(e.sha256) == 8
-            assert e.bgr == ("convert-bgr" in e.url) and e.domain
-    assert not zoo.find_entry("facades").bgr and zoo.find_entry("aerial2maps").bgr
+            assert e.domain
+        # Every mmagic pix2pix generator is BGR (facades included); the official ones are RGB.
+        assert e.bgr == (e.layout == "mmagic")
 
 
 # --- pull -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,layout,extra", [
-    ("facades", "mmagic", {}),
-    ("aerial2maps", "mmagic", {"domain": "map"}),  # BGR in and out
-    ("official-sat2map", "official", {}),
-    ("official-day2night", "official", {"drop_batches_tracked": True}),
+# Every mmagic generator reads and writes BGR (facades: an mmgen run on OpenCV's BGR arrays; the
+# other three converted to BGR), so each is checked against its source on flipped channels.
+@pytest.mark.parametrize("name,layout,extra,bgr", [
+    ("facades", "mmagic", {}, True),
+    ("aerial2maps", "mmagic", {"domain": "map"}, True),
+    ("maps2aerial", "mmagic", {"domain": "aerial"}, True),
+    ("edges2shoes", "mmagic", {"domain": "photo"}, True),
+    ("official-sat2map", "official", {}, False),
+    ("official-day2night", "official", {"drop_batches_tracked": True}, False),
 ])
 def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_home, name,
-                                            layout, extra):
+                                            layout, extra, bgr):
     source, body = published_file(layout, **extra)
     entry = serve(http_server, monkeypatch, name, body)
     r = cli("zoo", "pull", name)
@@ -210,7 +215,12 @@ def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_h
     assert state["generator_config"] == {"in_channels": 3, "out_channels": 3, **SMALL,
                                          "norm": "batch", "dropout": True}
     assert state["source"]["sha256"] == hashlib.sha256(body).hexdigest()
-    assert_same_function(generator, source, bgr=entry.bgr)
+    assert state["source"]["bgr"] == bgr
+    assert_same_function(generator, source, bgr=bgr)
+    if bgr:  # the flip matters: unflipped, the two differ
+        x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+        with torch.no_grad():
+            assert not torch.allclose(generator.eval()(x), source.eval()(x), atol=1e-2)
 
 
 def test_hash_mismatch_deletes_the_download_and_exits_2(cli, http_server, p2p_home):
@@ -314,8 +324,13 @@ def test_import_official_run_and_list(cli, tmp_path):
     assert rows["my-facades"]["source"] == "imported" and rows["my-facades"]["present"]
     assert rows["my-facades"]["direction"] == "BtoA"
     assert not rows["facades"]["present"] and rows["facades"]["source"] == "mmagic"
+    assert {name: row["channels"] for name, row in rows.items()} == {
+        **{e.name: "BGR" if e.layout == "mmagic" else "RGB" for e in zoo.ENTRIES},
+        "my-facades": "RGB"}
     r = cli("zoo", "list")
     assert r.exit_code == 0 and "official-facades_label2photo" in r.out and "my-facades" in r.out
+    channels = {line.split()[1]: line for line in r.out.splitlines() if line.startswith("│")}
+    assert "BGR -> RGB" in channels["facades"] and "BGR" not in channels["my-facades"]
 
     r = cli("zoo", "import", file, "--format", "mmagic", "--name", "x")
     assert r.exit_code == 2 and "try --format official" in r.stderr
@@ -346,6 +361,8 @@ def test_import_mmagic_bgr(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     generator, _ = checkpoint.load_generator(r.out.strip())
     assert_same_function(generator, source, bgr=True)
+    rows = {row["name"]: row for row in json.loads(cli("zoo", "list", "--json").out)}
+    assert rows["m2a"]["channels"] == "BGR"
 
 
 def tampered(change):
