@@ -305,7 +305,8 @@ def _store(generator: UnetGenerator, name: str, direction: str, image_size: int,
 
 def _convert_file(path: Path, layout: str, *, domain: str | None = None, bgr: bool = False,
                   dropout: bool = True) -> UnetGenerator:
-    raw = checkpoint.load_weights_only(path)
+    # mmagic 1.x / mmengine training checkpoints hold mmengine objects beside the weights.
+    raw = checkpoint.load_weights_only(path, inert_classes=layout == "mmagic")
     return convert(generator_tensors(raw, layout, str(path), domain), layout, str(path), bgr=bgr,
                    dropout=dropout)
 
