@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -23,6 +24,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -650,12 +652,15 @@ def test_export_torchscript_dynamic_batch(cli, small_checkpoint, tmp_path):
 
 
 def test_export_onnx(cli, small_checkpoint, tmp_path):
-    pytest.importorskip("onnx")
+    for module in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(module) is None:
+            skip_or_fail(f"{module} is not installed (the onnx extra)", "CI")
+    import onnxruntime as ort
+
     generator, path = small_checkpoint
     out = tmp_path / "g.onnx"
     r = cli("zoo", "export", path, out, "--format", "onnx")
     assert r.exit_code == 0, r.stderr
-    ort = pytest.importorskip("onnxruntime")
     assert "checked with onnxruntime" in r.stderr
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     y = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
