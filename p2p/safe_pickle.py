@@ -76,9 +76,25 @@ _REFUSED_PACKAGES = frozenset(sys.stdlib_module_names) | set(_compat_pickle.IMPO
 _CLASS_NAME = re.compile(r"_*[A-Z][A-Za-z0-9_]*")
 
 
+# numpy's own pickling trusts its input: numpy.ndarray(shape, object, buffer) makes objects of
+# raw bytes, and a dtype's pickled state can say that an object dtype holds no objects. So the
+# pickle gets ndarray only as a marker for _reconstruct, and dtypes only as numpy builds them.
+class _NdarrayMarker:
+    def __call__(self, *args, **kwargs):
+        raise RefusedGlobal("numpy.ndarray")
+
+
+_NDARRAY = _NdarrayMarker()
+
+
+def _reconstruct(subtype, shape, dtype):
+    if subtype is not _NDARRAY:
+        raise pickle.UnpicklingError("numpy arrays are rebuilt as numpy.ndarray only")
+    return np.zeros(0).__reduce__()[0](np.ndarray, shape, dtype)  # then BUILD sets its state
+
+
 def _dtype(spec, align=False, copy=True):
-    # Always a new dtype object: BUILD then sets its state, never that of numpy's shared ones.
-    return np.dtype(spec, align, True)
+    return np.dtype(spec, align, True)  # a new object: never numpy's shared ones
 
 
 @functools.cache
@@ -88,12 +104,11 @@ def _allowed_globals() -> dict[str, Any]:
     from torch._weights_only_unpickler import _get_allowed_globals
 
     allowed = dict(_get_allowed_globals())
-    reconstruct = np.zeros(0).__reduce__()[0]
-    scalar = np.float64(0).__reduce__()[0]
+    scalar = np.float64(0).__reduce__()[0]  # refuses object dtypes itself
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):  # numpy 1.x, 2.x files
-        allowed[f"{module}._reconstruct"] = reconstruct
+        allowed[f"{module}._reconstruct"] = _reconstruct
         allowed[f"{module}.scalar"] = scalar
-    allowed["numpy.ndarray"] = np.ndarray
+    allowed["numpy.ndarray"] = _NDARRAY
     allowed["numpy.dtype"] = _dtype
     return allowed
 
@@ -149,9 +164,19 @@ class Unpickler(pickle._Unpickler):
         return self._storages[key]
 
     def load_build(self):
-        target = self.stack[-2]  # below the state
+        target, state = self.stack[-2], self.stack[-1]
         if isinstance(target, type) or not isinstance(target, _BUILDABLE):
             raise pickle.UnpicklingError(f"will not set the state of {type(target).__name__}")
+        if isinstance(target, np.dtype):
+            # (version, byte order, subarray, names, fields, size, alignment, flags[, metadata])
+            if not (isinstance(state, tuple) and len(state) >= 8):
+                raise pickle.UnpicklingError(f"invalid state of numpy dtype {target}")
+            if state[2:5] != (None, None, None):  # numpy would take their layout on trust
+                raise RefusedGlobal("a structured numpy dtype")
+            # Size, alignment and flags (whether it holds objects) stay as numpy built them; the
+            # byte order and a datetime's unit may be set.
+            if state[5:8] != target.__reduce__()[2][5:8]:
+                raise pickle.UnpicklingError(f"altered state of numpy dtype {target}")
         super().load_build()
 
     dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}

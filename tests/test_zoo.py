@@ -337,6 +337,27 @@ def test_malicious_pickle_is_refused(cli, http_server, monkeypatch, tmp_path, p2
     assert not marker.exists() and not zoo.converted_path("evil").exists()
 
 
+def test_restricted_reader_builds_numpy_only_as_numpy_checks_it(tmp_path):
+    """numpy's own unpickling trusts its input: an ndarray called on raw bytes with an object
+    dtype, or a dtype state saying an object dtype holds no objects, would make objects of
+    arbitrary bytes. Arrays are rebuilt; those are refused."""
+    from p2p import safe_pickle
+
+    arrays = {"f8": np.arange(5.0), "objects": np.array([1, "x", None], dtype=object),
+              "text": np.array(["ab", "c"]), "days": np.array(["2020-01-01"], dtype="M8[D]"),
+              "scalar": np.float32(2.5), "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    torch.save(arrays, tmp_path / "arrays.pt")
+    loaded = safe_pickle.load(tmp_path / "arrays.pt")
+    for key, value in arrays.items():
+        assert loaded[key].dtype == value.dtype and (loaded[key] == value).all(), key
+    for attack in (calls(np.ndarray, (1,), "O", b"\x10" * 8),
+                   type("D", (), {"__reduce__": lambda self: (
+                       np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))})()):
+        torch.save({"x": attack}, tmp_path / "attack.pt")
+        with pytest.raises(pickle.UnpicklingError):
+            safe_pickle.load(tmp_path / "attack.pt")
+
+
 def calls(function, *args):
     """An object that unpickling turns into the call ``function(*args)``."""
     return type("Call", (), {"__reduce__": lambda self: (function, args)})()
