@@ -12,12 +12,14 @@ a checkpoint is data.
 
 import os
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from p2p import safe_pickle
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
 from p2p.paths import atomic_path
@@ -84,20 +86,58 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                      mmap: bool = False) -> Any:
+                      mmap: bool = False, *, inert_classes: bool = False) -> Any:
     """``torch.load`` of any file (ours or published) that refuses arbitrary pickled objects.
 
     ``mmap=True`` (files written by ``torch.save``) reads tensors only when they are used.
+    ``inert_classes=True`` (another tool's training checkpoint, e.g. mmagic 1.x / mmengine's):
+    objects of classes that weights-only loading refuses are read as inert placeholders by
+    ``p2p.safe_pickle`` (tensors on the CPU) instead; functions are still refused.
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise P2PError(f"{path}: refused to load: it needs arbitrary pickled objects, which could "
-                       f"run code ({str(exc).splitlines()[0]})",
-                       "only load checkpoints from sources you trust, converted by p2p") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise P2PError(f"{path}: not a readable checkpoint ({exc})",
-                       "the file may be truncated or corrupt") from None
+        refused = _refused_global(str(exc))
+        if refused is None:
+            raise _unreadable(path) from None
+    except OSError as exc:
+        raise P2PError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise
+    except Exception:  # anything else while parsing an untrusted file: it is not a checkpoint
+        raise _unreadable(path) from None
+    if not inert_classes or not safe_pickle.is_zip_format(path):
+        raise _refused(path, refused)
+    try:
+        return safe_pickle.load(path)
+    except safe_pickle.RefusedGlobal as exc:
+        raise _refused(path, exc.name) from None
+    except (OSError, MemoryError):
+        raise
+    except Exception:
+        raise _unreadable(path) from None
+
+
+def _refused_global(message: str) -> str | None:
+    """The global that torch's weights-only unpickler refused, or None when the file is corrupt.
+
+    torch names it as "GLOBAL <name> was not an allowed global" or "GLOBAL <name> whose module
+    ... is blocked"; a corrupt file yields other complaints, or a name that cannot exist.
+    """
+    match = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+    if match is None or not safe_pickle.could_exist(match[1]):
+        return None
+    return match[1]
+
+
+def _refused(path: str | os.PathLike, name: str) -> P2PError:
+    return P2PError(f"{path}: refused to load: it needs {name}, which could run code",
+                    "only load checkpoints from sources you trust, converted by p2p")
+
+
+def _unreadable(path: str | os.PathLike) -> P2PError:
+    return P2PError(f"{path}: not a readable checkpoint (corrupt, truncated or not a PyTorch "
+                    "file)", "check its size and checksum, or download it again")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -237,7 +237,8 @@ def _validate_data(d: DataConfig, stride: int) -> None:
                        f"got {shown(d.load_size)}", "give one number")
     checked = {"resize_and_crop": (0, 1), "scale_width_and_crop": (1,)}.get(d.preprocess, ())
     if any(crop[i] > load[i] for i in checked):
-        raise P2PError(f"recipe: data.crop_size ({shown(d.crop_size)}) is larger than data.load_size "
+        raise P2PError(f"recipe: data.crop_size ({shown(d.crop_size)}) is larger than "
+                       f"data.load_size "
                        f"({shown(d.load_size)})", "crop_size must be <= load_size")
     if crop[0] % stride or crop[1] % stride:
         raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
@@ -291,7 +292,8 @@ def _validate(recipe: Recipe) -> Recipe:
     # The PatchGAN's output side, if d_layers > 0.
     patch_side = min(as_size(d.crop_size)) // 2**m.d_layers - 2
     if m.d_layers and patch_side < 1:
-        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is too small for model.d_layers "
+        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is too small for "
+                       f"model.d_layers "
                        f"{m.d_layers} (no patch left to judge)",
                        f"use crop_size >= {3 * 2**m.d_layers} or fewer d_layers")
     if not 0 <= t.decay_iters <= t.iters:
