@@ -7,6 +7,7 @@ import typer
 from p2p import __version__
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.paths import stdout_write_errors
 
 app = typer.Typer(
     name="p2p",
@@ -55,7 +56,8 @@ app.command("report")(_report.report)
 def main(argv: list[str] | None = None) -> None:
     """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error."""
     try:
-        app(args=argv, prog_name="p2p")
+        with stdout_write_errors():  # results stdout cannot take (a full device): an error too
+            app(args=argv, prog_name="p2p")
     except P2PError as exc:
         console.error(str(exc))
         sys.exit(2)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from p2p.errors import P2PError
 from p2p.images import list_images, open_image, save_image
-from p2p.paths import atomic_path
+from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]
 EXTENSIONS = ("png", "jpg")
@@ -216,12 +216,8 @@ def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1
         except P2PError as exc:
             report.skipped.append(Skipped(name, str(exc)))
         else:
-            try:
+            with writing(out_dir / split_name / name):  # P2PError naming it when it cannot
                 _place(files[name], out_dir / split_name / name, mode)
-            except OSError as exc:
-                hint = "hard links need one file system; use copy" if mode == "link" else None
-                raise P2PError(f"cannot {mode} {files[name]} to {out_dir / split_name}: "
-                               f"{exc.strerror or exc}", hint) from None
             report.written[str(out_dir / split_name)] += 1
         if progress:
             progress(done, len(assignment))
