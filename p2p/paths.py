@@ -201,14 +201,14 @@ def stdout_write_errors() -> Iterator[None]:
 
 
 def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Remove what killed writers left under ``folder``: only files named as atomic_path names
-    its temporary files. Call it only while no other process can be writing there (the run lock
-    is held). Returns what was removed."""
+    """Remove what killed writers left in ``folder`` (not below it): only files named as
+    atomic_path names its temporary files. Call it only while no other process can be writing
+    there (the run lock is held). Returns what was removed."""
     removed = []
-    for root, _, files in os.walk(folder):
-        for name in files:
-            if _TEMP_NAME.match(name):
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for path in Path(folder).iterdir():
+            if _TEMP_NAME.match(path.name) and path.is_file():
                 with contextlib.suppress(FileNotFoundError):
-                    (Path(root) / name).unlink()
-                    removed.append(Path(root) / name)
+                    path.unlink()
+                    removed.append(path)
     return removed

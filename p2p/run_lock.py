@@ -76,16 +76,17 @@ def holder(path: Path) -> str | None:
 def hold(run_dir: Path) -> Iterator[None]:
     """Hold the run directory for writing, or raise P2PError naming the process that does.
 
-    Once held, temporary files that killed writers left in the run are removed: no other
-    process writes there.
+    Once held, temporary files that killed writers left in the run (its top, checkpoints/ and
+    samples/) are removed: no other process writes there.
     """
     run_dir = Path(run_dir)
     created = not run_dir.exists()
     lock_path = run_dir / LOCK_FILE
     try:
         with locked(lock_path, wait=False) as held:
-            if held:
-                remove_temp_files(run_dir)
+            if held:  # where training writes atomically (not below: --out may be any folder)
+                for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+                    remove_temp_files(folder)
             else:
                 pid = holder(lock_path)
                 if pid is None or pid != os.environ.get(HOLDER_ENV):
