@@ -22,15 +22,17 @@ import torch
 from p2p import safe_pickle
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
-from p2p.paths import atomic_path
+from p2p.paths import atomic_file
 
 FORMAT = "p2p-checkpoint/1"
 LATEST = "latest.pt"  # in a run directory: checkpoints/latest.pt
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # To a file object, not a path: torch then writes through Python, so a failed write keeps
+    # its reason (disk full, ...) instead of becoming an "unexpected pos" RuntimeError.
+    with atomic_file(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def generator_state(generator: UnetGenerator, direction: str, image_size: int | tuple[int, int],

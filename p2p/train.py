@@ -24,12 +24,12 @@ from p2p import checkpoint as ckpt
 from p2p import distributed, footprint
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import pick_device
-from p2p.errors import P2PError
+from p2p.errors import P2PError, StoppedBeforeStart
 from p2p.images import preview_rgb, save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
 from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
-from p2p.paths import write_bytes_atomic
+from p2p.paths import append_text, write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
 SAMPLE_COUNT = 4  # rows in a sample grid
@@ -190,17 +190,49 @@ def training_state(models: Models, recipe: Recipe, iteration: int,
     return state
 
 
-def restore(models: Models, state: dict) -> int:
-    models.generator.load_state_dict(state["generator"])
-    models.discriminator.load_state_dict(state["discriminator"])
-    models.opt_g.load_state_dict(state["optimizer_g"])
-    models.opt_d.load_state_dict(state["optimizer_d"])
-    models.sched_g.load_state_dict(state["scheduler_g"])
-    models.sched_d.load_state_dict(state["scheduler_d"])
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-    return int(state["iteration"])
+# What --resume needs from a checkpoint, with the type each piece must have.
+RESUME_STATE = {"generator": dict, "discriminator": dict, "optimizer_g": dict,
+                "optimizer_d": dict, "scheduler_g": dict, "scheduler_d": dict,
+                "iteration": int, "rng_cpu": torch.Tensor, "rng_cuda": list}
+
+
+def restore(models: Models, state: dict, source: str | Path = "the checkpoint") -> int:
+    """Load a training checkpoint into ``models`` (and the RNG); returns its iteration.
+
+    A piece that is missing, of the wrong type or from another architecture is a P2PError
+    naming it (``source`` names the file)."""
+    missing = [key for key in RESUME_STATE if key not in state]
+    if missing:
+        raise P2PError(f"{source}: cannot resume: the checkpoint has no {', '.join(missing)}",
+                       "it is not a training checkpoint of p2p; start a new run from the recipe")
+    for key, kind in RESUME_STATE.items():
+        if not isinstance(state[key], kind) or (kind is int and isinstance(state[key], bool)):
+            raise P2PError(f"{source}: cannot resume: '{key}' is a {type(state[key]).__name__}, "
+                           f"expected a {kind.__name__}", "the checkpoint is damaged")
+    if state["iteration"] < 0:
+        raise P2PError(f"{source}: cannot resume: 'iteration' is {state['iteration']}",
+                       "the checkpoint is damaged")
+    pieces = [(models.generator, "generator"), (models.discriminator, "discriminator"),
+              (models.opt_g, "optimizer_g"), (models.opt_d, "optimizer_d"),
+              (models.sched_g, "scheduler_g"), (models.sched_d, "scheduler_d")]
+    for target, key in pieces:
+        try:
+            target.load_state_dict(state[key])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise P2PError(f"{source}: cannot resume: its '{key}' does not fit the run's recipe "
+                           f"({first_line[:200]})",
+                           "was it saved by another architecture? resume it with the "
+                           "recipe.yaml it was trained with") from None
+    try:
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+    except (RuntimeError, TypeError) as exc:
+        raise P2PError(f"{source}: cannot resume: its random number generator state does not "
+                       f"load ({str(exc).strip().splitlines()[0][:200]})",
+                       "the checkpoint is damaged") from None
+    return state["iteration"]
 
 
 def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
@@ -254,6 +286,8 @@ def stop_on_signals() -> Iterator[list[str]]:
 
 
 def check_new_run(run_dir: Path) -> None:
+    """A run directory with a checkpoint is a run to protect; one without (a start that was
+    stopped or failed before its first checkpoint) is started afresh."""
     if (run_dir / "checkpoints" / ckpt.LATEST).exists():
         raise P2PError(f"{run_dir}: this run directory already has a checkpoint",
                        f"continue it with --resume {run_dir}, or choose another --out")
@@ -262,6 +296,7 @@ def check_new_run(run_dir: Path) -> None:
 def prepare_run(recipe: Recipe, run_dir: Path) -> None:
     check_new_run(run_dir)
     write_bytes_atomic(run_dir / "recipe.yaml", dump_recipe(recipe).encode())
+    write_bytes_atomic(run_dir / "log.jsonl", b"")  # a log left by a start without checkpoint
 
 
 def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
@@ -297,19 +332,22 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
     footprint.check_fits(recipe, device, world.size)
-    with distributed.process_group(world, device), reuse_freed_memory(device):
-        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
+    # Signals are taken from here on: one during start-up stops before the loop, unsaved.
+    with (stop_on_signals() as stop, distributed.process_group(world, device),
+          reuse_freed_memory(device)):
+        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop)
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
-           world: distributed.World, device: torch.device) -> Outcome:
+           world: distributed.World, device: torch.device, stop: list[str]) -> Outcome:
     t = recipe.train
     models = build_models(recipe, device)
     start = 0
     if resume:
-        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device))
+        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device),
+                        ckpt.resolve(run_dir))
     elif world.is_main:
         prepare_run(recipe, run_dir)
     else:
@@ -340,40 +378,39 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 else f"cpu, {torch.get_num_threads()} threads x {world.size}")
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
-    with stop_on_signals() as stop, contextlib.ExitStack() as files:
-        log = files.enter_context(open(log_path, "a")) if world.is_main else None
-        while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
-            losses = step(iteration)
-            iteration += 1
-            window_iters += 1
-            done = iteration == t.iters
-            if iteration % t.log_every == 0 or done:
-                losses = distributed.mean(losses, world)
-                elapsed = time.perf_counter() - window_start
-                record = {"iteration": iteration,
-                          **{k: round(float(v), 6) for k, v in losses.items()},
-                          "lr": models.opt_g.param_groups[0]["lr"],
-                          "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
-                          "time": round(time.time(), 3), "device": hardware}
-                if not all(math.isfinite(record[k]) for k in losses):
-                    raise diverged(iteration)
-                if world.is_main:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    if on_log:
-                        on_log(record)
-                window_start, window_iters = time.perf_counter(), 0
-            if iteration % t.sample_every == 0 or done:
-                # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
-                grid = sample_grid(models, sample_source, sample_target, step.autocast)
-                if world.is_main:
-                    save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
-                    if on_sample:
-                        on_sample(iteration, grid)
-            if iteration % t.checkpoint_every == 0 or done:
-                save(iteration)
-        stopped = distributed.any_rank(bool(stop), world, device)
-        if stopped:
+    if distributed.any_rank(bool(stop), world, device):
+        raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
+    while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
+        losses = step(iteration)
+        iteration += 1
+        window_iters += 1
+        done = iteration == t.iters
+        if iteration % t.log_every == 0 or done:
+            losses = distributed.mean(losses, world)
+            elapsed = time.perf_counter() - window_start
+            record = {"iteration": iteration,
+                      **{k: round(float(v), 6) for k, v in losses.items()},
+                      "lr": models.opt_g.param_groups[0]["lr"],
+                      "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
+                      "time": round(time.time(), 3), "device": hardware}
+            if not all(math.isfinite(record[k]) for k in losses):
+                raise diverged(iteration)
+            if world.is_main:
+                append_text(log_path, json.dumps(record) + "\n")
+                if on_log:
+                    on_log(record)
+            window_start, window_iters = time.perf_counter(), 0
+        if iteration % t.sample_every == 0 or done:
+            # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
+            grid = sample_grid(models, sample_source, sample_target, step.autocast)
+            if world.is_main:
+                save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
+                if on_sample:
+                    on_sample(iteration, grid)
+        if iteration % t.checkpoint_every == 0 or done:
             save(iteration)
+    stopped = distributed.any_rank(bool(stop), world, device)
+    if stopped:
+        save(iteration)
     return Outcome(iteration,
                    (stop[0] if stop else "a signal to another process") if stopped else None)

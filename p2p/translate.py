@@ -521,8 +521,10 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
             return encode_image(image, "PNG")
         if FORMATS[item.job.target.suffix.lower()] == "NPY":  # Pillow does not write .npy
             pixels = np.asarray(image).reshape(image.height, image.width, -1)
-            return _write(item.job.target, lambda: save_raster(pixels, item.job.target))
-        return _write(item.job.target, lambda: save_image(image, item.job.target))
+            save_raster(pixels, item.job.target)
+        else:
+            save_image(image, item.job.target)
+        return None
     output = resize_pixels(output, tuple(item.input.shape[1:]))
     if options.side_by_side:
         panels = [item.input, output] + ([item.target] if item.target is not None else [])
@@ -533,14 +535,8 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
     if item.job.target is None:
         fmt = "PNG" if can_hold("PNG", pixels.shape[2], pixels.dtype.name) else "TIFF"
         return encode_raster(pixels, fmt)
-    return _write(item.job.target, lambda: save_raster(pixels, item.job.target))
-
-
-def _write(path: Path, write: Callable[[], None]) -> None:
-    try:
-        write()
-    except OSError as exc:
-        raise P2PError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    save_raster(pixels, item.job.target)  # a failed write is a P2PError naming the file
+    return None
 
 
 def _side_by_side(panels: list[Image.Image]) -> Image.Image:

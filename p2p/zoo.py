@@ -15,6 +15,7 @@ Converted weights are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
 """
 
 import difflib
+import io
 import os
 import re
 import warnings
@@ -28,7 +29,7 @@ from p2p import checkpoint
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
-from p2p.paths import atomic_path, zoo_dir
+from p2p.paths import write_bytes_atomic, zoo_dir
 
 LAYOUTS = ("official", "mmagic")
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -452,18 +453,21 @@ def export(source: str, fmt: str, out: str | os.PathLike,
     batch = torch.rand(2, channels, height, width, generator=rng) * 2 - 1
     with torch.no_grad():
         expected = generator(batch)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
+    # Serialized in memory and written in one atomic write: the exporters' own file writers
+    # abort the process on a full disk (TorchScript) or leave a temporary file behind.
+    with warnings.catch_warnings():
         # torch marks both exporters as deprecated in favour of torch.export; they still work.
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
-            actual, checked_with = _export_torchscript(generator, example, batch, tmp)
+            data, actual, checked_with = _export_torchscript(generator, example, batch)
         else:
-            actual, checked_with = _export_onnx(generator, example, batch, tmp)
-        diff = None if actual is None else (actual - expected).abs().max().item()
-        if diff is not None and not diff <= EXPORT_TOLERANCE:
-            raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
-                           f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
-                           "this is a bug in p2p or torch; please report it")
+            data, actual, checked_with = _export_onnx(generator, example, batch)
+    diff = None if actual is None else (actual - expected).abs().max().item()
+    if diff is not None and not diff <= EXPORT_TOLERANCE:
+        raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
+                       f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
+                       "this is a bug in p2p or torch; please report it")
+    write_bytes_atomic(out, data)
     return Exported(Path(out), checked_with, diff)
 
 
@@ -476,25 +480,29 @@ def _onnx():
     return onnx
 
 
-def _export_torchscript(generator: UnetGenerator, example: torch.Tensor, batch: torch.Tensor,
-                        tmp: Path) -> tuple[torch.Tensor, str]:
+def _export_torchscript(generator: UnetGenerator, example: torch.Tensor,
+                        batch: torch.Tensor) -> tuple[bytes, torch.Tensor, str]:
     with torch.no_grad():
         traced = torch.jit.trace(generator, example)
-    traced.save(str(tmp))
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
     with torch.no_grad():
-        return torch.jit.load(str(tmp)).eval()(batch), "torchscript"
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue())).eval()
+        return buffer.getvalue(), loaded(batch), "torchscript"
 
 
-def _export_onnx(generator: UnetGenerator, example: torch.Tensor, batch: torch.Tensor,
-                 tmp: Path) -> tuple[torch.Tensor | None, str | None]:
+def _export_onnx(generator: UnetGenerator, example: torch.Tensor,
+                 batch: torch.Tensor) -> tuple[bytes, torch.Tensor | None, str | None]:
     axes = {"input": {0: "batch"}, "output": {0: "batch"}}
-    torch.onnx.export(generator, (example,), str(tmp), input_names=["input"],
+    buffer = io.BytesIO()
+    torch.onnx.export(generator, (example,), buffer, input_names=["input"],
                       output_names=["output"], dynamic_axes=axes, dynamo=False)
-    _onnx().checker.check_model(str(tmp))
+    data = buffer.getvalue()
+    _onnx().checker.check_model(data)
     try:
         import onnxruntime
     except ImportError:
-        return None, None
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        return data, None, None
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     output = session.run(None, {"input": batch.numpy()})[0]
-    return torch.from_numpy(output), "onnxruntime"
+    return data, torch.from_numpy(output), "onnxruntime"

@@ -278,24 +278,6 @@ def test_real_facades_from_official_layout_archive(cli, shared, tmp_path):
     assert "complete" in cli("data", "list").out.splitlines()[1]
 
 
-def test_resolve_synthetic_keeps_a_copy_installed_meanwhile(tmp_path, monkeypatch):
-    # Two ranks of a distributed run resolve 'synthetic' at once: the later one must not
-    # pull the folder away from under the earlier one.
-    real_generate = catalog.synthetic.generate
-    target = tmp_path / "synthetic"
-
-    def generate_while_another_process_installs(root, seed=0):
-        ours = real_generate(root, seed)
-        real_generate(target, seed)
-        (target / "theirs").write_text("")
-        return ours
-
-    monkeypatch.setattr(catalog.synthetic, "generate", generate_while_another_process_installs)
-    assert catalog.resolve_dataset("synthetic", root=tmp_path) == target
-    assert (target / "theirs").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
-
-
 def test_interrupted_extraction_keeps_the_download_for_the_next_run(http_server, monkeypatch):
     from p2p.data import fetch as fetch_module
 

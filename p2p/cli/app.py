@@ -7,6 +7,7 @@ import typer
 from p2p import __version__
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.paths import StdoutClosed, stdout_write_errors
 
 app = typer.Typer(
     name="p2p",
@@ -59,11 +60,13 @@ UsageError = typer.BadParameter.__base__
 
 def main(argv: list[str] | None = None) -> None:
     """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error,
-    130 interrupted."""
+    130 interrupted, 141 stdout's reader stopped early (`| head`)."""
     try:
         # Not standalone: usage errors come here instead of Typer's boxed panel; typer.Exit
         # (--help, --version, a command's own code, Ctrl-C inside Typer: 130) is returned.
-        code = app(args=argv, prog_name="p2p", standalone_mode=False)
+        # Results that stdout cannot take (a full device) are an error too.
+        with stdout_write_errors():
+            code = app(args=argv, prog_name="p2p", standalone_mode=False)
     except P2PError as exc:
         console.error(str(exc))
         sys.exit(2)
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         elif exc.format_message().strip():  # a group without a command: its help, which
             exc.show()  # recent Typer has printed already (older: it is the message)
         sys.exit(2)
+    except StdoutClosed:  # the reader of stdout stopped early: quiet, as a shell's tools
+        sys.exit(141)  # 128 + SIGPIPE
     except (KeyboardInterrupt, typer.Abort):  # older click turns Ctrl-C into Abort
         console.error("interrupted")
         sys.exit(130)

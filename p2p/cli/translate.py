@@ -10,6 +10,7 @@ import typer
 
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.paths import write_stdout
 
 SHOWN = 10  # names listed before "... and N more"
 
@@ -93,8 +94,7 @@ def translate(
             report = core.translate(model, plan.jobs, options, progress)
 
     if report.output_bytes is not None:
-        sys.stdout.buffer.write(report.output_bytes)
-        sys.stdout.buffer.flush()
+        write_stdout(report.output_bytes)
     _list("not overwritten (exists; --overwrite replaces)", [str(p) for p in plan.existing])
     _list("skipped", report.bad)
     where = "stdout" if output == "-" else output

@@ -15,7 +15,7 @@ from PIL import Image
 
 from p2p.errors import P2PError
 from p2p.images import list_images, open_image, save_image
-from p2p.paths import atomic_path
+from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]
 EXTENSIONS = ("png", "jpg")
@@ -245,12 +245,8 @@ def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1
     assignment = assign_splits(placeable, val, test, seed)
     steps = len(files) + len(placeable)
     for done, (name, split_name) in enumerate(sorted(assignment.items()), len(files) + 1):
-        try:
+        with writing(out_dir / split_name / name):  # P2PError naming it when it cannot
             _place(files[name], out_dir / split_name / name, mode)
-        except OSError as exc:
-            hint = "hard links need one file system; use copy" if mode == "link" else None
-            raise P2PError(f"cannot {mode} {files[name]} to {out_dir / split_name}: "
-                           f"{exc.strerror or exc}", hint) from None
         report.written[str(out_dir / split_name)] += 1
         if progress:
             progress(done, steps)
