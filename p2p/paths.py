@@ -3,6 +3,7 @@
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,3 +47,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def link_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make ``path`` the same file as ``source`` (a hard link: no second write, no second copy
+    on disk), replacing ``path`` atomically; a copy where the filesystem has no hard links."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # EPERM, EXDEV, ENOTSUP...: no hard links here
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

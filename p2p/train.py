@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed
+from p2p import distributed, validation
 from p2p.data.paired import (
     PairedImages,
     augment,
@@ -218,6 +218,58 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
     return torch.cat(list(rows.cpu()), dim=1)  # stacked vertically
 
 
+def validate_and_keep_best(validator: validation.Validator, models: Models, recipe: Recipe,
+                           run_dir: Path, iteration: int,
+                           best: dict | None) -> tuple[dict, dict | None]:
+    """Score the generator on the validation pairs; when it beats ``best`` (what best.pt
+    records), it becomes checkpoints/best.pt. Returns the log record and the best so far."""
+    started = time.perf_counter()
+    metrics = validation.validate(validator, models.generator)
+    seconds = time.perf_counter() - started
+    metric = recipe.train.best_metric
+    record = {"iteration": iteration, **{f"val_{k}": _rounded(v) for k, v in metrics.items()},
+              "val_images": len(validator.dataset), "val_split": validator.split,
+              "val_seconds": round(seconds, 3), "time": round(time.time(), 3)}
+    so_far = best["metrics"].get(metric) if best and best.get("metric") == metric else None
+    if validation.better(metric, metrics[metric], so_far):
+        best = {"iteration": iteration, "metric": metric, "metrics": metrics}
+        ckpt.save_best(run_dir, {**ckpt.generator_state(models.generator, recipe.data.direction,
+                                                        recipe.data.crop_size),
+                                 **best, "recipe": recipe.to_dict()})
+        record["val_best"] = True
+    return record, best
+
+
+def _rounded(value: float) -> float | None:
+    # JSON has no NaN or infinity that every reader accepts: an undefined value is null.
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def init_generator(generator: torch.nn.Module, source: str, world: distributed.World,
+                   progress: Callable[[int, int | None], None] | None = None) -> dict | None:
+    """Load model.init_from's generator weights into ``generator`` (strictly: the same tensors,
+    of the same shapes). Returns what the run records about the source: what was asked, the
+    file, its sha256 and its iteration (None for a published model). Rank 0 resolves first, so
+    that only one process downloads a zoo model."""
+    if not source:
+        return None
+    from p2p import zoo  # here: only a fine-tune needs the zoo and its downloads
+    from p2p.download import sha256_file
+
+    path = None
+    for turn in (True, False):  # rank 0's turn, then the others'
+        if world.is_main == turn:
+            try:
+                path = zoo.resolve_generator(source, progress)
+            except P2PError as exc:
+                raise P2PError(f"model.init_from: {exc.message}", exc.hint) from None
+        distributed.barrier(world)
+    state = ckpt.load_checkpoint(path)
+    ckpt.load_generator_weights(generator, state.get("generator"), f"model.init_from {path}")
+    return {"init_from": source, "path": str(path.resolve()), "sha256": sha256_file(path),
+            "source_iteration": state.get("iteration")}
+
+
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[list[str]]:
     """While active, SIGINT/SIGTERM ask the loop to stop after the current iteration (it then
@@ -269,9 +321,12 @@ def load_dataset(recipe: Recipe, data_root: Path,
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
           on_log: Callable[[dict], None] | None = None,
-          on_sample: Callable[[int, torch.Tensor], None] | None = None) -> Outcome:
-    """Train (or resume) a run. ``on_log`` receives each logged record, ``on_sample`` each sample
-    grid (iteration, (3, H, W) float tensor in [-1, 1]).
+          on_sample: Callable[[int, torch.Tensor], None] | None = None,
+          on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
+    """Train (or resume) a run. ``on_log`` receives each logged record (training losses, or
+    ``val_*`` metrics), ``on_sample`` each sample grid (iteration, (3, H, W) float tensor in
+    [-1, 1]), ``on_download`` the progress of a download before training (model.init_from's zoo
+    model, the FID Inception weights for train.val_fid).
 
     Under torchrun this process is one of several (see p2p.distributed): each trains on its share
     of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
@@ -279,22 +334,33 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
     with distributed.process_group(world, device), reuse_freed_memory(device):
-        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
+        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device,
+                      on_download)
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
-           world: distributed.World, device: torch.device) -> Outcome:
+           world: distributed.World, device: torch.device,
+           on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
     t, d = recipe.train, recipe.data
     models = build_models(recipe, device)
-    start = 0
+    # Before anything is written: a bad init_from or missing FID weights fail a run cleanly.
+    validator = (validation.prepare(recipe, dataset.root, device, on_download)
+                 if t.val_every and world.is_main else None)
+    start, init_source, best = 0, None, None
     if resume:
-        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device))
-    elif world.is_main:
-        prepare_run(recipe, run_dir)
+        state = ckpt.load_checkpoint(run_dir, map_location=device)
+        start = restore(models, state)
+        init_source = state.get("init_from")  # a fine-tune resumes from its own checkpoint
+        best = ckpt.best_metrics(run_dir)
     else:
-        check_new_run(run_dir)
+        init_source = init_generator(models.generator, recipe.model.init_from, world,
+                                     on_download)
+        if world.is_main:
+            prepare_run(recipe, run_dir)
+        else:
+            check_new_run(run_dir)
 
     step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
@@ -303,10 +369,11 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     sample_source = step.to_device(center_crop(sample_source, d.crop_size))
     sample_target = step.to_device(center_crop(sample_target, d.crop_size))
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, history: bool = False) -> None:
+        """latest.pt; ``history``: also checkpoints/iter_N.pt (a regular checkpoint)."""
         if world.is_main:
-            ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
-                                 training_state(models, recipe, iteration))
+            state = {**training_state(models, recipe, iteration), "init_from": init_source}
+            ckpt.save_training_checkpoint(run_dir, state, t.keep_checkpoints if history else 0)
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     log_path = run_dir / "log.jsonl"
@@ -318,6 +385,15 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     iteration = start
     with stop_on_signals() as stop, contextlib.ExitStack() as files:
         log = files.enter_context(open(log_path, "a")) if world.is_main else None
+
+        def emit(record: dict) -> None:  # rank 0 only: a line of log.jsonl, flushed for readers
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if on_log:
+                on_log(record)
+
+        if init_source is not None and not resume and world.is_main:
+            emit({"event": "init_from", **init_source, "time": round(time.time(), 3)})
         while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
             losses = step(iteration)
             iteration += 1
@@ -348,8 +424,15 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                     save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
                     if on_sample:
                         on_sample(iteration, grid)
+            if t.val_every and (iteration % t.val_every == 0 or done):
+                if world.is_main:
+                    record, best = validate_and_keep_best(validator, models, recipe, run_dir,
+                                                          iteration, best)
+                    emit(record)
+                    window_start += record["val_seconds"]  # it/s counts training only
+                distributed.barrier(world)
             if iteration % t.checkpoint_every == 0 or done:
-                save(iteration)
+                save(iteration, history=True)
         stopped = distributed.any_rank(bool(stop), world, device)
         if stopped:
             save(iteration)

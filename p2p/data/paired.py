@@ -94,10 +94,13 @@ class PairedImages:
     def __init__(self, root: str | os.PathLike, split: str = "train", direction: str = "AtoB",
                  load_size: int = 286, in_channels: int = 3, out_channels: int = 3,
                  cache_gb: float = 4.0, workers: int = 2,
-                 progress: Callable[[int, int], None] | None = None, antialias: bool = True):
+                 progress: Callable[[int, int], None] | None = None, antialias: bool = True,
+                 limit: int | None = None):
+        """``limit``: only the first ``limit`` pairs (by name)."""
         if direction not in ("AtoB", "BtoA"):
             raise P2PError(f"direction must be AtoB or BtoA, got {direction!r}")
-        self.files = find_pairs(root, split)
+        self.root = Path(root)
+        self.files = find_pairs(root, split)[:limit]
         self.names = [a.name for a, _ in self.files]
         self.direction, self.load_size = direction, load_size
         self.in_channels, self.out_channels = in_channels, out_channels

@@ -1,0 +1,142 @@
+"""Validation during training: the generator scored on held-out pairs every ``train.val_every``
+iterations.
+
+What is scored is what ``p2p translate`` would produce for the validation images with this
+model: each pair of the split (``val/``, else ``test/``) resized to the model's size
+(``data.crop_size``: the official test path's load_size = crop_size, no crop, no flip; Pillow
+bicubic, as translate resizes), translated at batch 1 in the run's test-time mode (``paper``:
+dropout on and each image normalized by its own statistics, as translate's default; ``eval``:
+running statistics, no dropout), truncated to 8 bits as translate saves it, and compared with the
+target side: L1, PSNR and SSIM from p2p.metrics.pairs (the functions of ``p2p eval pairs``), and
+FID on the float outputs when asked (as ``p2p eval``; the real statistics go through its cache).
+
+Validation leaves no trace on training: dropout draws from a fixed seed inside a forked RNG, paper
+mode neither reads nor updates the running statistics, and the generator's train/eval state is
+restored, so a run's weights are bit-identical with and without it (tests check this on CPU).
+"""
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from p2p.data.paired import PairedImages, to_float
+from p2p.errors import P2PError
+from p2p.images import to_uint8
+from p2p.metrics import pairs
+from p2p.recipe import Recipe
+from p2p.translate import run_generator
+
+LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
+
+
+def better(metric: str, value: float, than: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``than`` (None: nothing to beat); ties do not."""
+    if than is None:
+        return True
+    return value < than if LOWER_IS_BETTER[metric] else value > than
+
+
+@dataclass
+class Validator:
+    dataset: PairedImages  # the validation pairs at the model's size
+    split: str
+    paper_mode: bool
+    seed: int  # the dropout noise, the same at every validation
+    device: torch.device
+    fid_network: nn.Module | None = None
+    real_statistics: object = None  # fid.Statistics of the targets, when FID is on
+
+
+def validation_split(root: Path, chosen: str) -> str:
+    if chosen:
+        if not (root / chosen).is_dir():
+            raise P2PError(f"{root}: no '{chosen}' split folder for train.val_split",
+                           "name a folder of the dataset, e.g. val or test")
+        return chosen
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            return split
+    raise P2PError(f"{root}: no val/ or test/ split folder to validate on",
+                   "add one (p2p data split), set train.val_split, or train.val_every: 0")
+
+
+def prepare(recipe: Recipe, root: Path, device: torch.device,
+            download_progress: Callable[[int, int | None], None] | None = None) -> Validator:
+    """Read the validation split and, for FID, load the FID Inception (failing now, before
+    training, when its weights cannot be found or downloaded) and the real statistics."""
+    d, t = recipe.data, recipe.train
+    split = validation_split(Path(root), t.val_split)
+    dataset = PairedImages(root, split, d.direction, d.crop_size, d.in_channels, d.out_channels,
+                           d.cache_gb, d.workers, limit=t.val_images or None)
+    if t.val_fid and len(dataset) < 2:
+        raise P2PError(f"{root}/{split}: FID needs at least 2 validation images, found "
+                       f"{len(dataset)}", "add images, or set train.val_fid: false")
+    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
+    if t.val_fid:
+        from p2p.metrics import fid
+        from p2p.metrics.features import Settings
+        from p2p.metrics.inception import fid_inception
+        from p2p.metrics.protocol import rgb
+
+        validator.fid_network = fid_inception(None, download_progress).to(device)
+        validator.real_statistics = fid.image_statistics(
+            range(len(dataset)), lambda i: fid.fid_input(rgb(dataset[i][1])),
+            validator.fid_network, Settings(device, workers=d.workers),
+            key_items=_target_key_items(dataset))
+    return validator
+
+
+def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
+    """What identifies the real side: the target pixels exactly as they are scored."""
+    yield b"p2p validation targets"
+    for index in range(len(dataset)):
+        yield hashlib.sha256(dataset[index][1].numpy().tobytes()).digest()
+
+
+def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
+    """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
+    undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
+    scores, features = pairs.PairScores(), []
+    device = validator.device
+    if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
+        from p2p.metrics.protocol import rgb
+    with _seeded(validator.seed, device):
+        for index in range(len(validator.dataset)):
+            source, target = validator.dataset.get_many([index])
+            output = run_generator(generator, to_float(source).to(device), validator.paper_mode)
+            # Truncated to 8 bits as translate saves it: the numbers of eval pairs on its files.
+            scores.add(pairs.all_metrics(to_uint8(output), target.to(device),
+                                         pairs.data_range_of(target.dtype)))
+            if validator.fid_network is not None:
+                with torch.inference_mode():  # FID reads the float outputs, as p2p eval
+                    features.append(validator.fid_network(rgb(output)).double().cpu().numpy())
+    metrics = scores.means()
+    if validator.fid_network is not None:
+        from p2p.metrics import fid
+
+        try:
+            metrics["fid"] = fid.frechet_distance(validator.real_statistics,
+                                                  fid.statistics(np.concatenate(features)))
+        except P2PError:  # too few images for a defined FID: a gap in the curve, not a crash
+            metrics["fid"] = float("nan")
+    return metrics
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the RNG that dropout on ``device`` draws from for the block, then restore it (and
+    touch no other device's)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
+        yield
+
