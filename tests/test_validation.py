@@ -2,6 +2,7 @@
 fine-tuning (model.init_from)."""
 
 import dataclasses
+import importlib.util
 import json
 import os
 
@@ -290,3 +291,34 @@ def test_keep_checkpoints_zero_and_missing_validation_split(cli, recipe, tmp_pat
     r = cli("train", recipe(2, train="val_every: 1"), "--out", tmp_path / "y")
     assert r.exit_code == 2 and "no val/ or test/ split folder" in r.stderr
     assert not (tmp_path / "y").exists()
+
+
+def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, recipe, tmp_path):
+    from test_report import parse_self_contained
+
+    from p2p.report import read_log
+
+    run = tmp_path / "run"
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    args = ["--tensorboard"] if tensorboard else []
+    r = cli("train", recipe(4, train="val_every: 2"), "--out", run, *args)
+    assert r.exit_code == 0, r.stderr
+    merged = {rec["iteration"]: rec for rec in read_log(run / "log.jsonl")}
+    assert {"g_l1", "val_l1", "val_ssim"} <= set(merged[4])  # losses and validation of iter 4
+    with open(run / "log.jsonl", "a") as log:  # a line being written right now
+        log.write('{"iteration": 6, "val_l1": 0.')
+    assert cli("report", run).exit_code == 0
+    page, images = parse_self_contained(run / "report.html")
+    text = " ".join(page.text)
+    best = ckpt.best_metrics(run)
+    assert f"iteration {best['iteration']}, best by l1" in text and "run@best" in text.replace(
+        str(run), "run")
+    assert "iter_NNNNNNNN.pt" in text and "2, 4" in text
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert [mime for mime, _ in images].count("image/svg+xml") == 2  # losses, validation
+    if tensorboard:
+        from test_tensorboard import read_events
+
+        events = read_events(run / "tensorboard")
+        for tag in ("val/L1", "val/PSNR", "val/SSIM"):
+            assert [e.step for e in events.Scalars(tag)] == [2, 4], tag
