@@ -322,3 +322,20 @@ def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, rec
         events = read_events(run / "tensorboard")
         for tag in ("val/L1", "val/PSNR", "val/SSIM"):
             assert [e.step for e in events.Scalars(tag)] == [2, 4], tag
+
+
+def test_the_facades_fine_tune_recipe_fits_the_published_facades_generator():
+    from pathlib import Path
+
+    from p2p import zoo
+    from p2p.recipe import load_recipe
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes"
+    tune = load_recipe(recipes / "facades_finetune.yaml")
+    published = load_recipe(recipes / "facades.yaml")
+    entry = zoo.find_entry(tune.model.init_from)
+    assert entry.dataset == "facades" and entry.direction == tune.data.direction
+    assert tune.generator_config() == published.generator_config()  # strict loading will fit
+    assert tune.data.crop_size == entry.image_size
+    assert tune.train.lr < published.train.lr and tune.train.iters < published.train.iters
+    assert tune.train.val_every > 0 and tune.train.keep_checkpoints > 0

@@ -174,8 +174,9 @@ def run_command(
         "--task", help="A row of the published table: facades, aerial2maps, maps2aerial or "
         "edges2shoes.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", help="A checkpoint file or a training run directory. Default "
-        "with --task: the published (zoo) model of that task.")] = None,
+        "--checkpoint", "-c", help="A checkpoint file or a training run directory (RUN_DIR@best, "
+        "@latest, @ITERATION select one). Default with --task: the published (zoo) model of "
+        "that task.")] = None,
     data: Annotated[str | None, typer.Option(
         "--data", help="Dataset name or folder (overrides the task's or recipe's).")] = None,
     weights: Annotated[Path | None, typer.Option(
