@@ -109,7 +109,7 @@ def test_validation_numbers_are_eval_pairs_on_what_translate_writes(cli, recipe,
 
 
 def test_best_selection_is_exact_across_resumes(cli, recipe, tmp_path):
-    train = "val_every: 1, best_metric: ssim"
+    train = "val_every: 2, best_metric: ssim"
     assert cli("train", recipe(4, train=train), "--out", tmp_path / "full").exit_code == 0
     assert cli("train", recipe(2, train=train), "--out", tmp_path / "split").exit_code == 0
     r = cli("train", "--resume", tmp_path / "split", "--iters", "4")
@@ -118,6 +118,15 @@ def test_best_selection_is_exact_across_resumes(cli, recipe, tmp_path):
     assert full == split and full["metric"] == "ssim"
     assert_same_training_state(ckpt.load_checkpoint(tmp_path / "full"),
                                ckpt.load_checkpoint(tmp_path / "split"))
+
+    # The best so far comes from best.pt: one that cannot be beaten stays, whatever comes next.
+    best_file = tmp_path / "split" / "checkpoints" / "best.pt"
+    state = ckpt.load_checkpoint(best_file)
+    ckpt.save_checkpoint(best_file, {**state, "metrics": {**state["metrics"], "ssim": 2.0}})
+    assert cli("train", "--resume", tmp_path / "split", "--iters", "6").exit_code == 0
+    assert ckpt.best_metrics(tmp_path / "split")["metrics"]["ssim"] == 2.0
+    assert not any(r.get("val_best") for r in log_records(tmp_path / "split")
+                   if r["iteration"] == 6 and "val_l1" in r)
 
 
 def test_selectors_pick_checkpoints_and_name_what_exists(cli, recipe, tmp_path):
