@@ -348,3 +348,25 @@ def test_the_facades_fine_tune_recipe_fits_the_published_facades_generator():
     assert tune.data.crop_size == entry.image_size
     assert tune.train.lr < published.train.lr and tune.train.iters < published.train.iters
     assert tune.train.val_every > 0 and tune.train.keep_checkpoints > 0
+
+
+def test_history_is_written_once_and_copied_where_there_are_no_hard_links(tmp_path, monkeypatch):
+    def save(run, iteration, keep):
+        ckpt.save_training_checkpoint(run, {"iteration": iteration, "w": torch.arange(3.0)}, keep)
+
+    for i in (1, 2, 3):
+        save(tmp_path / "linked", i, keep=2)
+    latest = tmp_path / "linked" / "checkpoints" / "latest.pt"
+    assert latest.stat().st_ino == ckpt.history_path(tmp_path / "linked", 3).stat().st_ino
+    assert ckpt.history(tmp_path / "linked") == [2, 3]
+
+    def no_links(*args):
+        raise PermissionError("no hard links on this filesystem")
+
+    monkeypatch.setattr(os, "link", no_links)
+    for i in (1, 2):
+        save(tmp_path / "copied", i, keep=1)
+    folder = tmp_path / "copied" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["iter_00000002.pt", "latest.pt"]
+    assert (folder / "latest.pt").read_bytes() == (folder / "iter_00000002.pt").read_bytes()
+    assert ckpt.load_checkpoint(folder / "latest.pt")["iteration"] == 2
