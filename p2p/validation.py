@@ -2,13 +2,16 @@
 iterations.
 
 What is scored is what ``p2p translate`` would produce for the validation images with this
-model: each pair of the split (``val/``, else ``test/``) resized to the model's size
-(``data.crop_size``: the official test path's load_size = crop_size, no crop, no flip; Pillow
-bicubic, as translate resizes), translated at batch 1 in the run's test-time mode (``paper``:
-dropout on and each image normalized by its own statistics, as translate's default; ``eval``:
-running statistics, no dropout), truncated to 8 bits as translate saves it, and compared with the
-target side: L1, PSNR and SSIM from p2p.metrics.pairs (the functions of ``p2p eval pairs``), and
-FID on the float outputs when asked (as ``p2p eval``; the real statistics go through its cache).
+model: each pair of the split (``val/``, else ``test/``) brought to the size translate gives it
+(``Preprocess.test_size``: for the default resize_and_crop, ``data.crop_size``, the official test
+path's load_size = crop_size with no crop or flip; Pillow bicubic, as translate resizes; padded to
+the stride where the mode keeps the image's size), translated at batch 1 in the run's test-time
+mode (``paper``: dropout on and each image normalized by its own statistics, as translate's
+default; ``eval``: running statistics, no dropout), written back to the target side's depth as
+translate writes it (8 bits truncated), and compared with the target: L1, PSNR and SSIM from
+p2p.metrics.pairs (the functions of ``p2p eval pairs``; the data range is the depth's, or
+data.range's), and FID on the float outputs when asked (as ``p2p eval``; the real statistics go
+through its cache; 8-bit images with 1 or 3 channels only, as eval).
 
 Validation leaves no trace on training: dropout draws from a fixed seed inside a forked RNG, paper
 mode neither reads nor updates the running statistics, and the generator's train/eval state is
@@ -26,11 +29,12 @@ import torch
 from torch import nn
 
 from p2p.data.paired import PairedImages, to_float
+from p2p.data.preprocess import Preprocess
 from p2p.errors import P2PError
-from p2p.images import to_uint8
+from p2p.images import denormalize
 from p2p.metrics import pairs
 from p2p.recipe import Recipe
-from p2p.translate import run_generator
+from p2p.translate import pad_to_multiple, run_generator
 
 LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
 
@@ -49,6 +53,7 @@ class Validator:
     paper_mode: bool
     seed: int  # the dropout noise, the same at every validation
     device: torch.device
+    stride: int  # inputs are padded to multiples of this, outputs cropped back
     fid_network: nn.Module | None = None
     real_statistics: object = None  # fid.Statistics of the targets, when FID is on
 
@@ -72,12 +77,19 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
     training, when its weights cannot be found or downloaded) and the real statistics."""
     d, t = recipe.data, recipe.train
     split = validation_split(Path(root), t.val_split)
-    dataset = PairedImages(root, split, d.direction, d.crop_size, d.in_channels, d.out_channels,
-                           d.cache_gb, d.workers, limit=t.val_images or None)
+    preprocess = test_preprocess(d.preprocessing())
+    dataset = PairedImages(root, split, d.direction, preprocess.load_size, d.in_channels,
+                           d.out_channels, d.cache_gb, d.workers, preprocess=preprocess,
+                           stride=recipe.generator_stride(), ranges=d.side_ranges(),
+                           limit=t.val_images or None)
     if t.val_fid and len(dataset) < 2:
         raise P2PError(f"{root}/{split}: FID needs at least 2 validation images, found "
                        f"{len(dataset)}", "add images, or set train.val_fid: false")
-    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
+    if t.val_fid and (dataset.dtypes[1] != torch.uint8 or d.out_channels not in (1, 3)):
+        raise P2PError("train.val_fid: FID reads 8-bit images with 1 or 3 channels, and this "
+                       "dataset's targets are not", "set train.val_fid: false")
+    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device,
+                          recipe.generator_stride())
     if t.val_fid:
         from p2p.metrics import fid
         from p2p.metrics.features import Settings
@@ -92,6 +104,17 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
     return validator
 
 
+def test_preprocess(training: Preprocess) -> Preprocess:
+    """The preprocessing that brings an image to translate's test-time size for a model trained
+    with ``training`` (``Preprocess.test_size``): resize_and_crop -> the crop size; the
+    scale_width modes -> the width scaled, rounded to the stride; crop and none as in training."""
+    if training.mode == "resize_and_crop":
+        return Preprocess("resize_and_crop", training.crop_size, training.crop_size)
+    if training.mode == "scale_width_and_crop":
+        return Preprocess("scale_width", training.load_size, training.crop_size)
+    return training
+
+
 def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
     """What identifies the real side: the target pixels exactly as they are scored."""
     yield b"p2p validation targets"
@@ -103,16 +126,22 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
     """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
     undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
     scores, features = pairs.PairScores(), []
-    device = validator.device
+    device, dataset = validator.device, validator.dataset
     if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
         from p2p.metrics.protocol import rgb
+    dtype = str(dataset.dtypes[1]).removeprefix("torch.")
+    low, high = dataset.ranges[1]
+    data_range = pairs.DATA_RANGES.get(dataset.dtypes[1], high - low)
     with _seeded(validator.seed, device):
-        for index in range(len(validator.dataset)):
-            source, target = validator.dataset.get_many([index])
-            output = run_generator(generator, to_float(source).to(device), validator.paper_mode)
-            # Truncated to 8 bits as translate saves it: the numbers of eval pairs on its files.
-            scores.add(pairs.all_metrics(to_uint8(output), target.to(device),
-                                         pairs.data_range_of(target.dtype)))
+        for index in range(len(dataset)):
+            source, target = dataset[index]
+            height, width = source.shape[-2:]
+            x = pad_to_multiple(to_float(source, dataset.ranges[0]), validator.stride)
+            output = run_generator(generator, x[None].to(device),
+                                   validator.paper_mode)[..., :height, :width]
+            # At the target's depth as translate writes it: the numbers of eval pairs on its files.
+            written = torch.from_numpy(denormalize(output[0], dtype, (low, high))).permute(2, 0, 1)
+            scores.add(pairs.all_metrics(written[None], target[None], data_range))
             if validator.fid_network is not None:
                 with torch.inference_mode():  # FID reads the float outputs, as p2p eval
                     features.append(validator.fid_network(rgb(output)).double().cpu().numpy())

@@ -112,10 +112,27 @@ def test_eval_pairs_user_errors_are_one_line(cli, tmp_path):
     _write(real, "a.png", np.zeros((16, 16, 3), np.uint8))
     _write(fake, "a.png", np.zeros((32, 16, 3), np.uint8))
     r = cli("eval", "pairs", real, fake)
-    assert r.exit_code == 2 and "16x32 pixels" in r.stderr and "16x16" in r.stderr
+    assert r.exit_code == 2 and "16x32 pixels" in r.stderr and "is 16x16" in r.stderr
     _write(fake, "a.png", np.zeros((16, 16, 3), np.uint8))
     _write(fake, "a.jpg", np.zeros((16, 16, 3), np.uint8))
     r = cli("eval", "pairs", real, fake)
     assert r.exit_code == 2 and "same name" in r.stderr
     r = cli("eval", "pairs", real, tmp_path / "nowhere")
     assert r.exit_code == 2 and "not a folder" in r.stderr
+
+
+def test_eval_pairs_of_16_bit_files_uses_their_data_range(cli, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 65536, (20, 24), dtype=np.uint16)
+    y = np.clip(x.astype(np.int64) + rng.integers(-3000, 3001, x.shape), 0, 65535).astype(np.uint16)
+    for folder, array in (("real", x), ("fake", y)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array).save(tmp_path / folder / "a.png")  # a 16-bit gray PNG
+    r = cli("eval", "pairs", tmp_path / "real", tmp_path / "fake", "--json")
+    assert r.exit_code == 0, r.stderr
+    expected = pairs.all_metrics(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None],
+                                 65535)
+    result = json.loads(r.out)
+    for key in ("l1", "psnr", "ssim"):
+        assert result[key] == pytest.approx(float(expected[key]), rel=1e-12), key
+    assert result["ssim"] == pytest.approx(reference_ssim(x[None], y[None], 65535), abs=1e-4)

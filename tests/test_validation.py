@@ -282,7 +282,7 @@ def test_recipe_checks_the_new_values(recipe):
 
     with pytest.raises(P2PError, match="best_metric fid needs train.val_fid"):
         load_recipe(recipe(2, train="val_every: 2, best_metric: fid"))
-    with pytest.raises(P2PError, match="keep_checkpoints must be 0 or more"):
+    with pytest.raises(P2PError, match="keep_checkpoints must be between 0 and"):
         load_recipe(recipe(2, train="keep_checkpoints: -1"))
     with pytest.raises(P2PError, match="'psnr2' is not one of"):
         load_recipe(recipe(2, train="best_metric: psnr2"))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p.errors import P2PError
-from p2p.images import list_images, read_image
+from p2p.images import list_images, read_raster
 from p2p.metrics import THREADS
 
 WINDOW = 11
@@ -144,15 +144,21 @@ def _by_name(folder: Path) -> dict[str, Path]:
     return files
 
 
+def _pixels(path: Path) -> torch.Tensor:
+    """(C, H, W) at the file's own depth (uint8, uint16 or float32)."""
+    return torch.from_numpy(read_raster(path).pixels).permute(2, 0, 1)
+
+
 def score_pair(real: Path, fake: Path) -> dict[str, torch.Tensor]:
-    """The metrics of one pair of files, at the real image's data range (from its decoded type)."""
-    x, y = read_image(real), read_image(fake)
+    """The metrics of one pair of files, at the real image's data range (from its decoded type:
+    255 for 8-bit files, 65535 for 16-bit ones)."""
+    x, y = _pixels(real), _pixels(fake)
     if x.dtype != y.dtype:
         raise P2PError(f"{fake}: {y.dtype} values, but {real} has {x.dtype}",
                        "compare images of the same bit depth")
     if x.shape != y.shape:
-        raise P2PError(f"{fake}: {y.shape[2]}x{y.shape[1]} pixels, but {real} is "
-                       f"{x.shape[2]}x{x.shape[1]}",
+        raise P2PError(f"{fake}: {y.shape[2]}x{y.shape[1]} pixels, {y.shape[0]} channel(s), but "
+                       f"{real} is {x.shape[2]}x{x.shape[1]}, {x.shape[0]}",
                        "translate at the real images' size (p2p translate keeps the input size)")
     return all_metrics(x[None], y[None], data_range_of(x.dtype))
 
