@@ -22,10 +22,12 @@ import torch
 from p2p import safe_pickle
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
-from p2p.paths import atomic_file
+from p2p.paths import atomic_file, link_atomic
 
 FORMAT = "p2p-checkpoint/1"
 LATEST = "latest.pt"  # in a run directory: checkpoints/latest.pt
+BEST = "best.pt"  # checkpoints/best.pt: the generator with the best validation result
+HISTORY_NAME = re.compile(r"iter_(\d{8,})\.pt")  # checkpoints/iter_NNNNNNNN.pt
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -74,7 +76,8 @@ def normalization_of(state: dict) -> dict:
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its ``checkpoints/latest.pt``)."""
+    """A checkpoint file, or a run directory (its ``checkpoints/latest.pt``), or a run directory
+    with a selector: ``RUN_DIR@latest``, ``RUN_DIR@best`` or ``RUN_DIR@ITERATION``."""
     path = Path(path)
     if path.is_dir():
         latest = path / "checkpoints" / LATEST
@@ -82,9 +85,90 @@ def resolve(path: str | os.PathLike) -> Path:
             raise P2PError(f"{path}: no checkpoint in this run directory (expected {latest})",
                            "train it first or pass a checkpoint file")
         return latest
-    if not path.exists():
-        raise P2PError(f"{path}: no such checkpoint file or run directory")
-    return path
+    if path.exists():
+        return path
+    run_dir, at, selector = str(path).rpartition("@")
+    if at and Path(run_dir).is_dir():
+        return _select(Path(run_dir), selector)
+    raise P2PError(f"{path}: no such checkpoint file or run directory")
+
+
+def _select(run_dir: Path, selector: str) -> Path:
+    folder = run_dir / "checkpoints"
+    if selector in ("latest", "best"):
+        chosen = folder / f"{selector}.pt"
+    elif selector.isdigit():
+        chosen = history_path(run_dir, int(selector))
+    else:
+        raise P2PError(f"{run_dir}@{selector}: unknown selector {selector!r}",
+                       "use RUN_DIR@best, RUN_DIR@latest or RUN_DIR@ITERATION")
+    if not chosen.is_file():
+        present = ", ".join(available(run_dir)) or "none"
+        raise P2PError(f"{run_dir}@{selector}: no such checkpoint in this run",
+                       f"it has: {present}")
+    return chosen
+
+
+def run_directory(spec: str | os.PathLike) -> Path | None:
+    """The run directory that ``spec`` (as ``resolve`` takes it) names, if it names one."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    run_dir, at, _ = str(path).rpartition("@")
+    return Path(run_dir) if at and not path.exists() and Path(run_dir).is_dir() else None
+
+
+# ---- the checkpoints of a run: latest, the history, the best -----------------------------------
+
+def history_path(run_dir: Path, iteration: int) -> Path:
+    return run_dir / "checkpoints" / f"iter_{iteration:08d}.pt"
+
+
+def history(run_dir: Path) -> list[int]:
+    """The iterations of ``checkpoints/iter_NNNNNNNN.pt`` in ``run_dir``, ascending."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir()
+                  if (m := HISTORY_NAME.fullmatch(p.name)))
+
+
+def available(run_dir: Path) -> list[str]:
+    """The selectors that name a checkpoint of ``run_dir``: latest, best, then iterations."""
+    folder = run_dir / "checkpoints"
+    return ([s for s in ("latest", "best") if (folder / f"{s}.pt").is_file()]
+            + [str(i) for i in history(run_dir)])
+
+
+def save_training_checkpoint(run_dir: Path, state: dict[str, Any], keep: int) -> None:
+    """``checkpoints/latest.pt`` and, when ``keep`` > 0, ``checkpoints/iter_NNNNNNNN.pt`` of the
+    same state; only the newest ``keep`` history files stay. The state is serialized once: the
+    history file is written, and latest.pt becomes a hard link to it (a copy where the filesystem
+    has no hard links)."""
+    latest = run_dir / "checkpoints" / LATEST
+    if keep == 0:
+        save_checkpoint(latest, state)
+        return
+    iteration = int(state["iteration"])
+    kept = history_path(run_dir, iteration)
+    save_checkpoint(kept, state)
+    link_atomic(kept, latest)
+    for old in [i for i in history(run_dir) if i != iteration][:-(keep - 1) or None]:
+        history_path(run_dir, old).unlink(missing_ok=True)
+
+
+def save_best(run_dir: Path, state: dict[str, Any]) -> None:
+    save_checkpoint(run_dir / "checkpoints" / BEST, state)
+
+
+def best_metrics(run_dir: Path) -> dict | None:
+    """What ``checkpoints/best.pt`` records (``iteration``, ``metric``, ``metrics``), or None
+    when there is none. Reads the small values only (memory-mapped)."""
+    path = run_dir / "checkpoints" / BEST
+    if not path.is_file():
+        return None
+    state = load_weights_only(path, mmap=True)
+    return {key: state.get(key) for key in ("iteration", "metric", "metrics")}
 
 
 def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu",
@@ -167,3 +251,27 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         raise P2PError(f"{resolve(path)}: the generator in this checkpoint does not load "
                        f"({first_line})") from None
     return generator, state
+
+
+def load_generator_weights(generator: torch.nn.Module, tensors: Any, origin: str) -> None:
+    """Load ``tensors`` into ``generator`` strictly: the same names, every one used, the same
+    shapes; the error names the first tensor that differs."""
+    if not isinstance(tensors, dict):
+        raise P2PError(f"{origin}: holds no generator weights")
+    own = generator.state_dict()
+    hint = ("the recipe's model must match the checkpoint's generator: num_downs, ngf, norm, "
+            "in_channels and out_channels")
+    missing = [k for k in own if k not in tensors]
+    unexpected = [k for k in tensors if k not in own]
+    if missing or unexpected:
+        first = (f"no tensor {missing[0]!r} there" if missing
+                 else f"tensor {unexpected[0]!r} there is not in this recipe's generator")
+        raise P2PError(f"{origin}: not the same generator: {first} ({len(missing)} missing, "
+                       f"{len(unexpected)} unexpected)", hint)
+    for name, tensor in own.items():
+        theirs = tensors[name]
+        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
+            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
+            raise P2PError(f"{origin}: tensor {name!r} has shape {shape} there but "
+                           f"{tuple(tensor.shape)} in this recipe's generator", hint)
+    generator.load_state_dict(tensors, strict=True)

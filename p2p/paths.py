@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -219,3 +220,19 @@ def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
                     path.unlink()
                     removed.append(path)
     return removed
+
+
+def link_atomic(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make ``path`` the same file as ``source`` (a hard link: no second write, no second copy
+    on disk), replacing ``path`` atomically; a copy where the filesystem has no hard links."""
+    path = Path(path)
+    tmp = _temp_name(path)
+    with writing(path):
+        try:
+            try:
+                os.link(source, tmp)
+            except OSError:  # EPERM, EXDEV, ENOTSUP...: no hard links here
+                shutil.copyfile(source, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -66,6 +66,10 @@ class ModelConfig:
     ndf: int = 64
     d_layers: int = 3  # 3 = the 70x70 PatchGAN, 1 = 16x16, 0 = pixel GAN
     d_norm: Literal["batch", "instance", "none"] = "batch"
+    # Fine-tuning: start the generator from these weights (a zoo name, a p2p checkpoint, or a run
+    # directory, optionally RUN_DIR@best / @latest / @ITERATION) instead of the random init; the
+    # discriminator and optimizers start fresh. "" = train from scratch.
+    init_from: str = ""
 
 
 @dataclass
@@ -88,6 +92,14 @@ class TrainConfig:
     fused_adam: bool = True
     compile: bool = False  # torch.compile the generator and discriminator
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard extra)
+    # Validation on held-out pairs, and the checkpoints kept.
+    val_every: int = 0  # score the generator on the validation split every N iterations; 0 = off
+    val_split: str = ""  # "" = the dataset's val/ split, else its test/ split
+    val_images: int = 0  # score at most this many pairs (the first by name); 0 = all of them
+    val_mode: Literal["paper", "eval"] = "paper"  # the test-time mode, as p2p translate's
+    val_fid: bool = False  # also FID (needs the FID Inception weights, as p2p eval)
+    best_metric: Literal["l1", "psnr", "ssim", "fid"] = "l1"  # picks checkpoints/best.pt
+    keep_checkpoints: int = 3  # newest checkpoints/iter_NNNNNNNN.pt kept; 0 = latest.pt only
 
 
 @dataclass
@@ -318,6 +330,17 @@ def _validate(recipe: Recipe) -> Recipe:
     if recipe.name in ("", ".", "..") or "/" in recipe.name or "\\" in recipe.name:
         raise P2PError(f"recipe: name {shown(recipe.name)} is not a plain folder name",
                        "it names the run directory runs/NAME, e.g. name: facades")
+    for key, value in {"train.val_every": t.val_every, "train.val_images": t.val_images,
+                       "train.keep_checkpoints": t.keep_checkpoints}.items():
+        if not 0 <= value <= MAX_COUNT:
+            raise P2PError(f"recipe: {key} must be between 0 and {MAX_COUNT}, got "
+                           f"{shown(value)}")
+    if t.val_every and t.best_metric == "fid" and not t.val_fid:
+        raise P2PError("recipe: train.best_metric fid needs train.val_fid: true",
+                       "set train.val_fid: true, or pick l1, psnr or ssim")
+    if t.val_every and t.val_fid and t.val_images == 1:
+        raise P2PError("recipe: train.val_fid needs at least 2 validation images",
+                       "raise train.val_images, or 0 for all")
     return recipe
 
 

@@ -1,5 +1,6 @@
-"""A training run as one self-contained HTML page: status, metrics, throughput, loss curves, sample
-grids over time, the logged values and the recipe.
+"""A training run as one self-contained HTML page: status, metrics, throughput, loss curves,
+validation curves and the checkpoints kept (which one is best), sample grids over time, the logged
+values and the recipe.
 
 Everything is read from the run directory as it is at that moment, so the report works on a run
 that is still going (a half-written last line of ``log.jsonl`` is ignored) or was interrupted.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from p2p import checkpoint as ckpt
 from p2p.errors import P2PError
 from p2p.images import encode_image, open_image
 from p2p.metrics import METRICS_FILE  # written by `p2p eval run`
@@ -30,7 +32,15 @@ CURVES = [  # (log.jsonl key, panel title, smoothed)
     ("d_real", "D loss on real pairs", True), ("d_fake", "D loss on generated pairs", True),
     ("lr", "learning rate", False), ("it_per_s", "iterations / s", True),
 ]
+VAL_CURVES = [  # (log.jsonl key, panel title, lower is better): validation, when the run has it
+    ("val_l1", "validation L1 (lower is better)", True),
+    ("val_psnr", "validation PSNR, dB (higher is better)", False),
+    ("val_ssim", "validation SSIM (higher is better)", False),
+    ("val_fid", "validation FID (lower is better)", True),
+]
 SAMPLE_NAME = re.compile(r"iter_(\d+)\.png")
+# Text stays text (small, sharp), and ids are salted so the output is reproducible.
+SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "p2p-report", "font.size": 9}
 
 
 @dataclass
@@ -45,9 +55,9 @@ class Report:
 
 
 def read_log(path: Path) -> list[dict]:
-    """The records of ``log.jsonl`` by iteration. Lines that are not complete records (the one
-    being written right now) are skipped; when a resumed run logged an iteration again, the later
-    record wins."""
+    """The records of ``log.jsonl`` by iteration, the training losses and the validation of an
+    iteration merged into one. Lines that are not complete records (the one being written right
+    now) are skipped; when a resumed run logged an iteration again, the later values win."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -59,7 +69,7 @@ def read_log(path: Path) -> list[dict]:
         except ValueError:
             continue
         if isinstance(record, dict) and isinstance(record.get("iteration"), int):
-            records[record["iteration"]] = record
+            records.setdefault(record["iteration"], {}).update(record)
     return [records[i] for i in sorted(records)]
 
 
@@ -85,9 +95,7 @@ def loss_curves_svg(records: list[dict]) -> bytes | None:
         return None
     import numpy as np
 
-    # Text stays text (small, sharp), and ids are salted so the output is reproducible.
-    style = {"svg.fonttype": "none", "svg.hashsalt": "p2p-report", "font.size": 9}
-    with matplotlib.rc_context(style):
+    with matplotlib.rc_context(SVG_STYLE):
         figure = Figure(figsize=(10, 7.5), layout="constrained")
         panels = figure.subplots(3, 2, sharex=True).flat
         for ax, (key, title, smoothed) in zip(panels, CURVES, strict=True):
@@ -105,6 +113,41 @@ def loss_curves_svg(records: list[dict]) -> bytes | None:
                 ax.plot(x[window - 1:], np.convolve(y, np.ones(window) / window, "valid"),
                         color="tab:blue", lw=1.5)
         for ax in figure.axes[-2:]:
+            ax.set_xlabel("iteration")
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="svg", metadata={"Date": None})
+    return buffer.getvalue()
+
+
+def validation_curves_svg(records: list[dict], best_iteration: int | None) -> bytes | None:
+    """One panel per validation metric the run logged, the best checkpoint's iteration marked;
+    None without matplotlib or without validations."""
+    present = [(key, title) for key, title, _ in VAL_CURVES
+               if any(isinstance(r.get(key), (int, float)) for r in records)]
+    if not present:
+        return None
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+
+    with matplotlib.rc_context(SVG_STYLE):
+        rows = (len(present) + 1) // 2
+        figure = Figure(figsize=(10, 2.6 * rows), layout="constrained")
+        panels = figure.subplots(rows, 2, sharex=True, squeeze=False).flat
+        panels = list(panels)
+        for ax in panels[len(present):]:  # an odd number of metrics leaves one panel empty
+            ax.set_visible(False)
+        for ax, (key, title) in zip(panels, present, strict=False):
+            points = [(r["iteration"], r[key]) for r in records
+                      if isinstance(r.get(key), (int, float))]
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.plot(*zip(*points, strict=True), color="tab:green", lw=1.2, marker=".")
+            if best_iteration is not None:
+                ax.axvline(best_iteration, color="tab:red", lw=1, ls="--", label="best.pt")
+                ax.legend(loc="best", frameon=False)
             ax.set_xlabel("iteration")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})
@@ -163,6 +206,7 @@ def _metrics_section(run_dir: Path, unreadable: list[str]) -> str:
 
 
 def _throughput_section(records: list[dict], recipe, total: int) -> str:
+    records = [r for r in records if "it_per_s" in r]  # training records, not validations alone
     speeds = sorted(r["it_per_s"] for r in records if isinstance(r.get("it_per_s"), (int, float)))
     device = next((r["device"] for r in reversed(records) if r.get("device")), None)
     rows = [("device", html.escape(str(device)) if device else
@@ -183,6 +227,7 @@ def _throughput_section(records: list[dict], recipe, total: int) -> str:
 
 
 def _log_table(records: list[dict]) -> str:
+    records = [r for r in records if "g_l1" in r]
     if not records:
         return "<p class=note>Nothing logged yet.</p>"
     keys = [key for key, _, _ in CURVES]
@@ -208,6 +253,48 @@ def _sample_figures(run_dir: Path, max_samples: int,
                else _data_uri(encode_image(image, "JPEG"), "image/jpeg"))
         shown.append((iteration, uri))
     return shown, len(found)
+
+
+def _validation_section(run_dir: Path, records: list[dict], val_every: int,
+                        unreadable: list[str]) -> str:
+    """Validation curves and values, and the checkpoints kept: which one is best."""
+    validations = [r for r in records if "val_l1" in r]
+    try:
+        best = ckpt.best_metrics(run_dir)
+    except P2PError as exc:
+        unreadable.append(f"checkpoints/{ckpt.BEST}: {exc}")
+        best = None
+    parts = []
+    if not validations:
+        parts.append("<p class=note>" + (
+            "No validation yet." if val_every else
+            "No validation in this run: <code>train.val_every: N</code> scores the generator "
+            "on held-out pairs every N iterations and keeps the best as "
+            "<code>checkpoints/best.pt</code>.") + "</p>")
+    else:
+        svg = validation_curves_svg(validations, best["iteration"] if best else None)
+        if svg is not None:
+            parts.append(f'<img class=curves src="{_data_uri(svg, "image/svg+xml")}" '
+                         'alt="validation curves">')
+        keys = [key for key, _, _ in VAL_CURVES if any(key in r for r in validations)]
+        rows = [[_number(r["iteration"]), *(_number(r.get(k)) for k in keys),
+                 "best so far" if r.get("val_best") else ""]
+                for r in (validations[i] for i in spread(len(validations), TABLE_ROWS))]
+        parts.append(_table(["iteration", *(k[4:] for k in keys), ""], rows))
+    kept = [("latest.pt", "the last checkpoint" if (run_dir / "checkpoints" / ckpt.LATEST)
+             .is_file() else "none yet")]
+    if best:
+        values = ", ".join(f"{k} {_number(v)}" for k, v in best["metrics"].items())
+        kept.append((ckpt.BEST, f"iteration {best['iteration']:,}, best by "
+                                f"{html.escape(str(best['metric']))}: {values}"))
+    history = ckpt.history(run_dir)
+    if history:
+        kept.append(("iter_NNNNNNNN.pt", ", ".join(f"{i:,}" for i in history)))
+    parts += ["<h3>Checkpoints</h3>", _pairs(kept),
+              f"<p class=note>Select one with <code>{html.escape(str(run_dir))}@best</code>, "
+              "<code>@latest</code> or <code>@ITERATION</code> wherever a checkpoint is taken "
+              "(translate, eval run, zoo export, model.init_from).</p>"]
+    return "".join(parts)
 
 
 STYLE = """
@@ -272,6 +359,8 @@ def build_report(run_dir: Path, max_samples: int = MAX_SAMPLES) -> tuple[str, Re
                      '"p2p[report]"</code>. The logged values are in the table below.</p>')
     else:
         parts.append("<p class=note>Nothing logged yet.</p>")
+    parts += ["<h2>Validation and checkpoints</h2>",
+              _validation_section(run_dir, records, recipe.train.val_every, unreadable)]
     parts.append("<h2>Samples over time</h2>")
     if samples:
         if samples_found > len(samples):

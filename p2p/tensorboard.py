@@ -22,6 +22,11 @@ SCALAR_TAGS = {
     "d_fake": "loss/D_fake",
     "lr": "train/lr",
     "it_per_s": "train/it_per_s",
+    # validation (train.val_every): the generator on held-out pairs
+    "val_l1": "val/L1",
+    "val_psnr": "val/PSNR",
+    "val_ssim": "val/SSIM",
+    "val_fid": "val/FID",
 }
 SAMPLE_TAG = "samples"  # rows of input | output | target
 FOLDER = "tensorboard"
@@ -43,6 +48,8 @@ class TensorBoardLog:
         return self.writer
 
     def log(self, record: dict) -> None:
+        if "iteration" not in record:  # an event (e.g. the fine-tuning source), not scalars
+            return
         writer = self._writer(record["iteration"])
         for key, tag in SCALAR_TAGS.items():
             if record.get(key) is not None:

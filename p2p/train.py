@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed, footprint
+from p2p import distributed, footprint, validation
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import pick_device
 from p2p.errors import P2PError, StoppedBeforeStart
@@ -170,14 +170,19 @@ def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: 
                    memory_format, distributed.rank_share(recipe.data.batch_size, world))
 
 
+def generator_checkpoint(models: Models, recipe: Recipe, normalization: dict | None) -> dict:
+    """What translation needs: the generator, its direction, preprocessing and value ranges."""
+    d = recipe.data
+    preprocess = d.preprocessing()
+    return ckpt.generator_state(models.generator, d.direction, preprocess.crop_size,
+                                preprocess.to_dict(), normalization)
+
+
 def training_state(models: Models, recipe: Recipe, iteration: int,
                    normalization: dict | None = None) -> dict:
     """``normalization``: the dataset's (``PairedImages.normalization``), recorded for
     translate."""
-    d = recipe.data
-    preprocess = d.preprocessing()
-    state = ckpt.generator_state(models.generator, d.direction, preprocess.crop_size,
-                                 preprocess.to_dict(), normalization)
+    state = generator_checkpoint(models, recipe, normalization)
     state.update(
         discriminator_config=asdict(models.discriminator.config),
         discriminator=models.discriminator.state_dict(),
@@ -251,6 +256,57 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
     return torch.cat(list(rows.cpu()), dim=1)  # stacked vertically
 
 
+def validate_and_keep_best(validator: validation.Validator, models: Models, recipe: Recipe,
+                           run_dir: Path, iteration: int, best: dict | None,
+                           normalization: dict | None) -> tuple[dict, dict | None]:
+    """Score the generator on the validation pairs; when it beats ``best`` (what best.pt
+    records), it becomes checkpoints/best.pt. Returns the log record and the best so far."""
+    started = time.perf_counter()
+    metrics = validation.validate(validator, models.generator)
+    seconds = time.perf_counter() - started
+    metric = recipe.train.best_metric
+    record = {"iteration": iteration, **{f"val_{k}": _rounded(v) for k, v in metrics.items()},
+              "val_images": len(validator.dataset), "val_split": validator.split,
+              "val_seconds": round(seconds, 3), "time": round(time.time(), 3)}
+    so_far = best["metrics"].get(metric) if best and best.get("metric") == metric else None
+    if validation.better(metric, metrics[metric], so_far):
+        best = {"iteration": iteration, "metric": metric, "metrics": metrics}
+        ckpt.save_best(run_dir, {**generator_checkpoint(models, recipe, normalization), **best,
+                                 "recipe": recipe.to_dict()})
+        record["val_best"] = True
+    return record, best
+
+
+def _rounded(value: float) -> float | None:
+    # JSON has no NaN or infinity that every reader accepts: an undefined value is null.
+    return round(value, 6) if math.isfinite(value) else None
+
+
+def init_generator(generator: torch.nn.Module, source: str, world: distributed.World,
+                   progress: Callable[[int, int | None], None] | None = None) -> dict | None:
+    """Load model.init_from's generator weights into ``generator`` (strictly: the same tensors,
+    of the same shapes). Returns what the run records about the source: what was asked, the
+    file, its sha256 and its iteration (None for a published model). Rank 0 resolves first, so
+    that only one process downloads a zoo model."""
+    if not source:
+        return None
+    from p2p import zoo  # here: only a fine-tune needs the zoo and its downloads
+    from p2p.download import sha256_file
+
+    path = None
+    for turn in (True, False):  # rank 0's turn, then the others'
+        if world.is_main == turn:
+            try:
+                path = zoo.resolve_generator(source, progress)
+            except P2PError as exc:
+                raise P2PError(f"model.init_from: {exc.message}", exc.hint) from None
+        distributed.barrier(world)
+    state = ckpt.load_checkpoint(path)
+    ckpt.load_generator_weights(generator, state.get("generator"), f"model.init_from {path}")
+    return {"init_from": source, "path": str(path.resolve()), "sha256": sha256_file(path),
+            "source_iteration": state.get("iteration")}
+
+
 def weights_finite(models: Models) -> bool:
     """Whether the weights and norm statistics of both networks are all finite numbers."""
     return all(bool(torch.isfinite(x).all()) for net in (models.generator, models.discriminator)
@@ -322,9 +378,12 @@ def load_dataset(recipe: Recipe, data_root: Path,
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
           on_log: Callable[[dict], None] | None = None,
-          on_sample: Callable[[int, torch.Tensor], None] | None = None) -> Outcome:
-    """Train (or resume) a run. ``on_log`` receives each logged record, ``on_sample`` each sample
-    grid (iteration, (3, H, W) float tensor in [-1, 1]).
+          on_sample: Callable[[int, torch.Tensor], None] | None = None,
+          on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
+    """Train (or resume) a run. ``on_log`` receives each logged record (training losses, or
+    ``val_*`` metrics), ``on_sample`` each sample grid (iteration, (3, H, W) float tensor in
+    [-1, 1]), ``on_download`` the progress of a download before training (model.init_from's zoo
+    model, the FID Inception weights for train.val_fid).
 
     Under torchrun this process is one of several (see p2p.distributed): each trains on its share
     of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
@@ -335,23 +394,33 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     # Signals are taken from here on: one during start-up stops before the loop, unsaved.
     with (stop_on_signals() as stop, distributed.process_group(world, device),
           reuse_freed_memory(device)):
-        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop)
+        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop,
+                      on_download)
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
-           world: distributed.World, device: torch.device, stop: list[str]) -> Outcome:
+           world: distributed.World, device: torch.device, stop: list[str],
+           on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
     t = recipe.train
     models = build_models(recipe, device)
-    start = 0
+    # Before anything is written: a bad init_from or missing FID weights fail a run cleanly.
+    validator = (validation.prepare(recipe, dataset.root, device, on_download)
+                 if t.val_every and world.is_main else None)
+    start, init_source, best = 0, None, None
     if resume:
-        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device),
-                        ckpt.resolve(run_dir))
-    elif world.is_main:
-        prepare_run(recipe, run_dir)
+        state = ckpt.load_checkpoint(run_dir, map_location=device)
+        start = restore(models, state, ckpt.resolve(run_dir))
+        init_source = state.get("init_from")  # a fine-tune resumes from its own checkpoint
+        best = ckpt.best_metrics(run_dir)
     else:
-        check_new_run(run_dir)
+        init_source = init_generator(models.generator, recipe.model.init_from, world,
+                                     on_download)
+        if world.is_main:
+            prepare_run(recipe, run_dir)
+        else:
+            check_new_run(run_dir)
 
     step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
@@ -361,14 +430,16 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     sample_target = step.to_device(sample_target, 1)
     normalization = dataset.normalization()
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, history: bool = False) -> None:
+        """latest.pt; ``history``: also checkpoints/iter_N.pt (a regular checkpoint)."""
         # Never replace the last good checkpoint with weights that are no longer numbers (the
         # loss is only checked when logged).
         if not weights_finite(models):
             raise diverged(iteration)
         if world.is_main:
-            ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
-                                 training_state(models, recipe, iteration, normalization))
+            state = {**training_state(models, recipe, iteration, normalization),
+                     "init_from": init_source}
+            ckpt.save_training_checkpoint(run_dir, state, t.keep_checkpoints if history else 0)
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     log_path = run_dir / "log.jsonl"
@@ -380,6 +451,14 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     iteration = start
     if distributed.any_rank(bool(stop), world, device):
         raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
+
+    def emit(record: dict) -> None:  # rank 0 only: a line of log.jsonl, flushed for readers
+        append_text(log_path, json.dumps(record) + "\n")
+        if on_log:
+            on_log(record)
+
+    if init_source is not None and not resume and world.is_main:
+        emit({"event": "init_from", **init_source, "time": round(time.time(), 3)})
     while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
         losses = step(iteration)
         iteration += 1
@@ -396,9 +475,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
             if not all(math.isfinite(record[k]) for k in losses):
                 raise diverged(iteration)
             if world.is_main:
-                append_text(log_path, json.dumps(record) + "\n")
-                if on_log:
-                    on_log(record)
+                emit(record)
             window_start, window_iters = time.perf_counter(), 0
         if iteration % t.sample_every == 0 or done:
             # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
@@ -407,8 +484,15 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
                 if on_sample:
                     on_sample(iteration, grid)
+        if t.val_every and (iteration % t.val_every == 0 or done):
+            if world.is_main:
+                record, best = validate_and_keep_best(validator, models, recipe, run_dir,
+                                                      iteration, best, normalization)
+                emit(record)
+                window_start += record["val_seconds"]  # it/s counts training only
+            distributed.barrier(world)
         if iteration % t.checkpoint_every == 0 or done:
-            save(iteration)
+            save(iteration, history=True)
     stopped = distributed.any_rank(bool(stop), world, device)
     if stopped:
         save(iteration)

@@ -102,7 +102,9 @@ def run_generator(generator: nn.Module, batch: torch.Tensor,
 @contextlib.contextmanager
 def _test_time_mode(generator: nn.Module, paper_mode: bool) -> Iterator[None]:
     was_training = generator.training
-    norms = [m for m in generator.modules() if isinstance(m, nn.BatchNorm2d)] if paper_mode else []
+    # _BatchNorm: also the SyncBatchNorm layers of a multi-process training run's generator.
+    norms = ([m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+             if paper_mode else [])
     generator.train(paper_mode)  # paper mode: dropout on
     for norm in norms:  # an instance attribute shadows the class's forward until deleted
         norm.forward = functools.partial(_per_image_batch_norm, norm)

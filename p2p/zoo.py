@@ -428,8 +428,9 @@ EXPORT_TOLERANCE = 1e-4
 
 
 def resolve_generator(source: str, progress: Progress | None = None) -> Path:
-    """A checkpoint file, a run directory, or a zoo name (pulled on first use)."""
-    if Path(source).exists():
+    """A checkpoint file, a run directory (``RUN_DIR@best`` etc. select one of its checkpoints),
+    or a zoo name (pulled on first use; zoo names never contain '@')."""
+    if Path(source).exists() or "@" in source:
         return checkpoint.resolve(source)
     return checkpoint_path(source, progress)
 

@@ -1,4 +1,5 @@
-"""``p2p eval``: FID and Inception Score with the published table's protocol."""
+"""``p2p eval``: FID and Inception Score with the published table's protocol; L1, PSNR and SSIM
+of image pairs."""
 
 import contextlib
 import json
@@ -20,9 +21,11 @@ if TYPE_CHECKING:
     from p2p.metrics import protocol
     from p2p.metrics.features import Settings
 
-app = typer.Typer(help="Evaluate translations: FID and Inception Score as in the published table.",
+app = typer.Typer(help="Evaluate translations: FID and Inception Score as in the published "
+                  "table; L1, PSNR and SSIM against the targets.",
                   no_args_is_help=True)
 stdout = Console(highlight=False)
+SHOWN = 20  # unmatched names listed before "... and N more"
 
 WeightsOption = Annotated[Path | None, typer.Option(
     "--weights", help="The Inception weights file, or a folder holding it. Default: "
@@ -130,6 +133,38 @@ def stats_command(
         console.info(f"statistics of {stats.n} images -> {out}")
 
 
+@app.command("pairs")
+def pairs_command(
+    real: Annotated[Path, typer.Argument(help="A folder of real (target) images.")],
+    fake: Annotated[Path, typer.Argument(help="A folder of translated images with the same "
+                                         "names (relative path without extension).")],
+    as_json: Annotated[bool, typer.Option(
+        "--json", help='Print {"l1", "psnr", "ssim", "n"} on stdout.')] = False,
+) -> None:
+    """L1 ([0, 1] scale), PSNR (dB, the files' data range) and SSIM (Wang et al. 2004) of each
+    translated image against its real image, averaged over the pairs. Names without a partner
+    are listed and make the exit code 1."""
+    from p2p.metrics import pairs
+
+    with contextlib.ExitStack() as bars:
+        result = pairs.score_folders(real, fake, console.lazy_bar(bars, "scoring pairs", "pairs"))
+    values = {"l1": result.l1, "psnr": result.psnr, "ssim": result.ssim, "n": result.n}
+    if as_json:  # JSON has no infinity: identical images (infinite PSNR) give null
+        print(json.dumps({k: v if v != float("inf") else None for k, v in values.items()}),
+              flush=True)
+    else:
+        _print(values, False, "pairs")
+    unmatched = ([f"only in {real}: {name}" for name in result.only_real]
+                 + [f"only in {fake}: {name}" for name in result.only_fake])
+    for line in unmatched[:SHOWN]:
+        console.info(line)
+    if len(unmatched) > SHOWN:
+        console.info(f"... and {len(unmatched) - SHOWN} more")
+    if unmatched:
+        console.info(f"{len(unmatched)} unmatched name(s) left out; {result.n} pair(s) scored")
+        raise typer.Exit(1)
+
+
 @app.command("run")
 def run_command(
     recipe: Annotated[Path | None, typer.Option(
@@ -139,8 +174,9 @@ def run_command(
         "--task", help="A row of the published table: facades, aerial2maps, maps2aerial or "
         "edges2shoes.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", help="A checkpoint file or a training run directory. Default "
-        "with --task: the published (zoo) model of that task.")] = None,
+        "--checkpoint", "-c", help="A checkpoint file or a training run directory (RUN_DIR@best, "
+        "@latest, @ITERATION select one). Default with --task: the published (zoo) model of "
+        "that task.")] = None,
     data: Annotated[str | None, typer.Option(
         "--data", help="Dataset name or folder (overrides the task's or recipe's).")] = None,
     weights: Annotated[Path | None, typer.Option(

@@ -107,16 +107,17 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
     with console.progress_bar("loading data", unit="images") as update:
         dataset = core.load_dataset(recipe, data_root, progress=update)
     start_up.close()
-    if sys.stderr.isatty():
-        with console.progress_bar("training", total=recipe.train.iters) as update:
+    with contextlib.ExitStack() as bars:
+        download = console.lazy_bar(bars, "downloading", "bytes")
+        if sys.stderr.isatty():
+            with console.progress_bar("training", total=recipe.train.iters) as update:
+                outcome = core.train(recipe, dataset, run_dir, resume is not None,
+                                     on_log=_also_to(board, lambda r: _show(r, update)),
+                                     on_sample=on_sample, on_download=download)
+        else:
             outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                                 on_log=_also_to(board, lambda r: update(
-                                     r["iteration"], description=_log_line(r))),
-                                 on_sample=on_sample)
-    else:
-        outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                             on_log=_also_to(board, lambda r: console.info(_log_line(r))),
-                             on_sample=on_sample)
+                                 on_log=_also_to(board, lambda r: _show(r)),
+                                 on_sample=on_sample, on_download=download)
     if board:
         board.close()
     if outcome.stopped_by:
@@ -132,6 +133,30 @@ def _log_line(record: dict) -> str:
     return (f"iter {record['iteration']}  G_GAN {record['g_gan']:.3f}  G_L1 {record['g_l1']:.3f}  "
             f"D_real {record['d_real']:.3f}  D_fake {record['d_fake']:.3f}  "
             f"lr {record['lr']:.2e}  {record['it_per_s'] or 0:.2f} it/s")
+
+
+def _val_line(record: dict) -> str:
+    values = "  ".join(f"{key[4:]} {record[key]:.4f}" if record[key] is not None
+                       else f"{key[4:]} -" for key in ("val_l1", "val_psnr", "val_ssim", "val_fid")
+                       if key in record)
+    best = "  (best so far: checkpoints/best.pt)" if record.get("val_best") else ""
+    return (f"validation at iter {record['iteration']} on {record['val_images']} "
+            f"{record['val_split']} images: {values}  ({record['val_seconds']:.1f} s){best}")
+
+
+def _show(record: dict, update=None) -> None:
+    """A log record on stderr: losses on the progress bar (or as a line without a terminal);
+    validations and the fine-tuning source as lines."""
+    if record.get("event") == "init_from":
+        source = record["init_from"]
+        console.info(f"generator initialized from {source} ({record['path']}, sha256 "
+                     f"{record['sha256'][:12]}...)")
+    elif "val_l1" in record:
+        console.info(_val_line(record))
+    elif update is not None:
+        update(record["iteration"], description=_log_line(record))
+    else:
+        console.info(_log_line(record))
 
 
 def _also_to(board, show):

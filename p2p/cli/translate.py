@@ -31,7 +31,7 @@ def translate(
         "bytes on stdout (TIFF when PNG cannot hold the output).")],
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", "-c", help="A checkpoint file or a training run directory (its latest "
-        "checkpoint).")] = None,
+        "checkpoint; RUN_DIR@best, RUN_DIR@ITERATION pick another).")] = None,
     task: Annotated[str | None, typer.Option(
         "--task", help="A zoo model, e.g. facades (downloaded on first use).")] = None,
     paired: Annotated[bool, typer.Option(

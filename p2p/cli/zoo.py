@@ -99,7 +99,8 @@ def import_(
 @app.command("export")
 def export(
     source: Annotated[str, typer.Argument(
-        metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file or run directory.")],
+        metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file or run directory "
+        "(RUN_DIR@best, @latest, @ITERATION select one).")],
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file.")],
     fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
 ) -> None:

@@ -149,10 +149,13 @@ class PairedImages:
                  cache_gb: float = 4.0, workers: int = 2,
                  progress: Callable[[int, int], None] | None = None, antialias: bool = True,
                  preprocess: Preprocess | None = None, stride: int = 1,
-                 ranges: tuple[Sequence[float] | None, Sequence[float] | None] = (None, None)):
+                 ranges: tuple[Sequence[float] | None, Sequence[float] | None] = (None, None),
+                 limit: int | None = None):
+        """``limit``: only the first ``limit`` pairs (by name)."""
         if direction not in ("AtoB", "BtoA"):
             raise P2PError(f"direction must be AtoB or BtoA, got {direction!r}")
-        self.files = find_pairs(root, split)
+        self.root = Path(root)
+        self.files = find_pairs(root, split)[:limit]
         self.names = [a.name for a, _ in self.files]
         self.direction, self.load_size = direction, load_size
         self.preprocess = preprocess or Preprocess("resize_and_crop", as_size(load_size),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from p2p.checkpoint import load_generator, normalization_of, resolve
+from p2p.checkpoint import load_generator, normalization_of, resolve, run_directory
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
 from p2p.data.preprocess import as_size
@@ -120,7 +120,7 @@ def paper_mode_outputs(generator: nn.Module, dataset: PairedImages, batch_size: 
         generator.train(was_training)
 
 
-def _rgb(x: torch.Tensor) -> torch.Tensor:
+def rgb(x: torch.Tensor) -> torch.Tensor:
     """Inception reads RGB: a gray image (1 channel) is its three equal channels."""
     return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if x.shape[-3] == 1 else x
 
@@ -136,13 +136,13 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
     n = len(dataset)
     tally = Tally(2 * n, progress)
 
-    real = fid.image_statistics(range(n), lambda i: fid.fid_input(_rgb(dataset[i][1])),
+    real = fid.image_statistics(range(n), lambda i: fid.fid_input(rgb(dataset[i][1])),
                                 fid_network, settings, tally, real_key_items)
 
     features, probabilities = [], []
     with torch.inference_mode():
         for outputs in paper_mode_outputs(generator, dataset, batch_size, settings.device):
-            outputs = _rgb(outputs)
+            outputs = rgb(outputs)
             features.append(fid_network(outputs).double().cpu().numpy())  # not rounded
             truncated = torch.stack([inception_score.is_input(to_uint8(o)) for o in outputs.cpu()])
             probabilities.append(is_network(truncated.to(settings.device)).double().cpu().numpy())
@@ -182,7 +182,8 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
 
         checkpoint = zoo.checkpoint_path(target.row.task, progress=_named(download_progress,
                                                                           target.row.task))
-    generator, state = load_generator(resolve(checkpoint), map_location=settings.device)
+    path = resolve(checkpoint)
+    generator, state = load_generator(path, map_location=settings.device)
     if state.get("direction") != target.direction:
         raise P2PError(f"{checkpoint}: the generator translates {state.get('direction')}, but "
                        f"this evaluation reads {target.direction}",
@@ -214,12 +215,14 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
                           splits=splits, real_key_items=dataset_key_items(dataset, split),
                           progress=progress)
     result = dataclasses.replace(result, split=split)
-    if Path(checkpoint).is_dir():  # a training run: keep its scores beside it for `p2p report`
+    run_dir = run_directory(checkpoint)
+    if run_dir is not None:  # a training run: keep its scores beside it for `p2p report`
         record = {"fid": result.fid, "is": result.inception_score, "is_std": result.is_std,
                   "n_real": result.n_real, "n_fake": result.n_fake, "split": split,
                   "task": target.row.task if target.row else None,
-                  "iteration": state.get("iteration"), "batch_size": batch_size, "seed": seed}
-        write_bytes_atomic(Path(checkpoint) / METRICS_FILE,
+                  "iteration": state.get("iteration"), "batch_size": batch_size, "seed": seed,
+                  "checkpoint": path.relative_to(run_dir).as_posix()}
+        write_bytes_atomic(run_dir / METRICS_FILE,
                            (json.dumps(record, indent=2) + "\n").encode())
     return result
 

@@ -1,0 +1,171 @@
+"""Validation during training: the generator scored on held-out pairs every ``train.val_every``
+iterations.
+
+What is scored is what ``p2p translate`` would produce for the validation images with this
+model: each pair of the split (``val/``, else ``test/``) brought to the size translate gives it
+(``Preprocess.test_size``: for the default resize_and_crop, ``data.crop_size``, the official test
+path's load_size = crop_size with no crop or flip; Pillow bicubic, as translate resizes; padded to
+the stride where the mode keeps the image's size), translated at batch 1 in the run's test-time
+mode (``paper``: dropout on and each image normalized by its own statistics, as translate's
+default; ``eval``: running statistics, no dropout), written back to the target side's depth as
+translate writes it (8 bits truncated), and compared with the target: L1, PSNR and SSIM from
+p2p.metrics.pairs (the functions of ``p2p eval pairs``; the data range is the depth's, or
+data.range's), and FID on the float outputs when asked (as ``p2p eval``; the real statistics go
+through its cache; 8-bit images with 1 or 3 channels only, as eval).
+
+Validation leaves no trace on training: dropout draws from a fixed seed inside a forked RNG, paper
+mode neither reads nor updates the running statistics, and the generator's train/eval state is
+restored, so a run's weights are bit-identical with and without it (tests check this on CPU).
+"""
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from p2p.data.paired import PairedImages, to_float
+from p2p.data.preprocess import Preprocess
+from p2p.errors import P2PError
+from p2p.images import denormalize
+from p2p.metrics import pairs
+from p2p.recipe import Recipe
+from p2p.translate import pad_to_multiple, run_generator
+
+LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
+
+
+def better(metric: str, value: float, than: float | None) -> bool:
+    """Whether ``value`` of ``metric`` beats ``than`` (None: nothing to beat); ties do not."""
+    if than is None:
+        return True
+    return value < than if LOWER_IS_BETTER[metric] else value > than
+
+
+@dataclass
+class Validator:
+    dataset: PairedImages  # the validation pairs at the model's size
+    split: str
+    paper_mode: bool
+    seed: int  # the dropout noise, the same at every validation
+    device: torch.device
+    stride: int  # inputs are padded to multiples of this, outputs cropped back
+    fid_network: nn.Module | None = None
+    real_statistics: object = None  # fid.Statistics of the targets, when FID is on
+
+
+def validation_split(root: Path, chosen: str) -> str:
+    if chosen:
+        if not (root / chosen).is_dir():
+            raise P2PError(f"{root}: no '{chosen}' split folder for train.val_split",
+                           "name a folder of the dataset, e.g. val or test")
+        return chosen
+    for split in ("val", "test"):
+        if (root / split).is_dir():
+            return split
+    raise P2PError(f"{root}: no val/ or test/ split folder to validate on",
+                   "add one (p2p data split), set train.val_split, or train.val_every: 0")
+
+
+def prepare(recipe: Recipe, root: Path, device: torch.device,
+            download_progress: Callable[[int, int | None], None] | None = None) -> Validator:
+    """Read the validation split and, for FID, load the FID Inception (failing now, before
+    training, when its weights cannot be found or downloaded) and the real statistics."""
+    d, t = recipe.data, recipe.train
+    split = validation_split(Path(root), t.val_split)
+    preprocess = test_preprocess(d.preprocessing())
+    dataset = PairedImages(root, split, d.direction, preprocess.load_size, d.in_channels,
+                           d.out_channels, d.cache_gb, d.workers, preprocess=preprocess,
+                           stride=recipe.generator_stride(), ranges=d.side_ranges(),
+                           limit=t.val_images or None)
+    if t.val_fid and len(dataset) < 2:
+        raise P2PError(f"{root}/{split}: FID needs at least 2 validation images, found "
+                       f"{len(dataset)}", "add images, or set train.val_fid: false")
+    if t.val_fid and (dataset.dtypes[1] != torch.uint8 or d.out_channels not in (1, 3)):
+        raise P2PError("train.val_fid: FID reads 8-bit images with 1 or 3 channels, and this "
+                       "dataset's targets are not", "set train.val_fid: false")
+    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device,
+                          recipe.generator_stride())
+    if t.val_fid:
+        from p2p.metrics import fid
+        from p2p.metrics.features import Settings
+        from p2p.metrics.inception import fid_inception
+        from p2p.metrics.protocol import rgb
+
+        validator.fid_network = fid_inception(None, download_progress).to(device)
+        validator.real_statistics = fid.image_statistics(
+            range(len(dataset)), lambda i: fid.fid_input(rgb(dataset[i][1])),
+            validator.fid_network, Settings(device, workers=d.workers),
+            key_items=_target_key_items(dataset))
+    return validator
+
+
+def test_preprocess(training: Preprocess) -> Preprocess:
+    """The preprocessing that brings an image to translate's test-time size for a model trained
+    with ``training`` (``Preprocess.test_size``): resize_and_crop -> the crop size; the
+    scale_width modes -> the width scaled, rounded to the stride; crop and none as in training."""
+    if training.mode == "resize_and_crop":
+        return Preprocess("resize_and_crop", training.crop_size, training.crop_size)
+    if training.mode == "scale_width_and_crop":
+        return Preprocess("scale_width", training.load_size, training.crop_size)
+    return training
+
+
+def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
+    """What identifies the real side: the target pixels exactly as they are scored."""
+    yield b"p2p validation targets"
+    for index in range(len(dataset)):
+        yield hashlib.sha256(dataset[index][1].numpy().tobytes()).digest()
+
+
+def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
+    """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
+    undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
+    scores, features = pairs.PairScores(), []
+    device, dataset = validator.device, validator.dataset
+    if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
+        from p2p.metrics.protocol import rgb
+    dtype = str(dataset.dtypes[1]).removeprefix("torch.")
+    low, high = dataset.ranges[1]
+    data_range = pairs.DATA_RANGES.get(dataset.dtypes[1], high - low)
+    with _seeded(validator.seed, device):
+        for index in range(len(dataset)):
+            source, target = dataset[index]
+            height, width = source.shape[-2:]
+            x = pad_to_multiple(to_float(source, dataset.ranges[0]), validator.stride)
+            output = run_generator(generator, x[None].to(device),
+                                   validator.paper_mode)[..., :height, :width]
+            # At the target's depth as translate writes it: the numbers of eval pairs on its files.
+            written = torch.from_numpy(denormalize(output[0], dtype, (low, high))).permute(2, 0, 1)
+            scores.add(pairs.all_metrics(written[None], target[None], data_range))
+            if validator.fid_network is not None:
+                with torch.inference_mode():  # FID reads the float outputs, as p2p eval
+                    features.append(validator.fid_network(rgb(output)).double().cpu().numpy())
+    metrics = scores.means()
+    if validator.fid_network is not None:
+        from p2p.metrics import fid
+
+        try:
+            metrics["fid"] = fid.frechet_distance(validator.real_statistics,
+                                                  fid.statistics(np.concatenate(features)))
+        except P2PError:  # too few images for a defined FID: a gap in the curve, not a crash
+            metrics["fid"] = float("nan")
+    return metrics
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the RNG that dropout on ``device`` draws from for the block, then restore it (and
+    touch no other device's)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
+        yield
+
