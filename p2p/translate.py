@@ -121,6 +121,7 @@ class Model:
     direction: str  # "AtoB": the left half of a pair is the input
     image_size: int  # the size it was trained at
     device: torch.device
+    dataset: str | None = None  # the dataset it was trained on (name or folder), where recorded
 
     @property
     def in_channels(self) -> int:
@@ -159,7 +160,22 @@ def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = N
         raise P2PError(f"{path}: unknown direction {state.get('direction')!r}",
                        f"expected one of {', '.join(DIRECTIONS)}")
     generator.to(target, memory_format=torch.channels_last)
-    return Model(generator, state["direction"], int(state["image_size"]), target)
+    return Model(generator, state["direction"], int(state["image_size"]), target,
+                 _trained_on(state))
+
+
+def _trained_on(state: dict) -> str | None:
+    """The dataset a checkpoint records: its recipe's, its model folder's, or its zoo entry's."""
+    recipe = state.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("data"), dict):
+        return str(recipe["data"].get("path")) or None
+    if state.get("dataset"):
+        return str(state["dataset"])
+    if state.get("zoo_name"):
+        from p2p import zoo
+
+        return next((e.dataset for e in zoo.ENTRIES if e.name == state["zoo_name"]), None)
+    return None
 
 
 # ---- what goes where -------------------------------------------------------------------------
