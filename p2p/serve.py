@@ -277,7 +277,9 @@ def build_page(translator: Translator, assets: Path, title: str):
         return await run(Path(composite).read_bytes(), mode, seed)
 
     trained_on = f" trained on {Path(model.dataset).name}" if model.dataset else ""
-    with gr.Blocks(title=title, analytics_enabled=False) as page:
+    # Uploads and outputs Gradio keeps on disk are deleted after an hour, checked hourly: a
+    # server that runs for weeks must not fill its temporary folder.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"## {title}\npix2pix generator{trained_on}, {model.direction}, "
                     f"{size}x{size}. Upload an image or draw one, then translate it. The output "
                     "has the input's size.")
