@@ -20,6 +20,7 @@ from PIL import Image
 from p2p import hub
 from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from tests.test_serve_browser import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -223,7 +224,10 @@ class HubMirror:
 
 @pytest.fixture
 def exported(cli, tmp_path) -> Path:
-    pytest.importorskip("huggingface_hub")
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        skip_or_fail("the hf extra is not installed: pip install -e '.[hf]'")
     out = tmp_path / "model"
     assert cli("zoo", "export", make_run(tmp_path / "run"), out, "--format", "hf").exit_code == 0
     return out

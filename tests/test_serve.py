@@ -19,8 +19,13 @@ import requests
 import torch
 from PIL import Image
 
-pytest.importorskip("gradio", reason="the serve extra is not installed: pip install -e '.[serve]'")
-uvicorn = pytest.importorskip("uvicorn")
+from tests.test_serve_browser import skip_or_fail
+
+try:
+    import gradio  # noqa: F401
+    import uvicorn
+except ImportError:
+    skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", module=True)
 
 from p2p import serve, translate  # noqa: E402
 from p2p.checkpoint import generator_state, save_checkpoint  # noqa: E402

@@ -17,11 +17,12 @@ from PIL import Image
 CHROMIUM = [shutil.which(name) for name in ("chromium", "chromium-browser")]
 
 
-def skip_or_fail(reason: str):
-    """Skip on a developer's machine without the browser stack; fail in CI, which has it."""
+def skip_or_fail(reason: str, module: bool = False):
+    """Skip where an optional part (an extra, the browser) is missing; fail in CI, which
+    installs all of them. Also used by test_serve.py and test_hub.py."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} (CI must install it: see .ci/run)")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=module)
 
 
 @pytest.fixture(scope="module")
