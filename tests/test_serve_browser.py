@@ -102,6 +102,10 @@ def test_upload_and_draw_in_a_real_browser(browser, page_server, tmp_path):
     canvas = page.wait_for_selector("#sketch canvas", state="visible", timeout=60_000)
     box = canvas.bounding_box()
     centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for step in range(5):  # the pointer enters the canvas first, as a hand's does: the
+        # editor drops a stroke that starts without it
+        page.mouse.move(box["x"] + 20 + 15 * step, box["y"] + 20 + 10 * step)
+        page.wait_for_timeout(30)
     for offset in (-50, 50):  # two strokes, one pointer event at a time, as a hand draws
         page.mouse.move(centre_x - 80, centre_y + offset)
         page.mouse.down()
