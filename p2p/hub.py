@@ -4,7 +4,8 @@ A model folder holds what the Hub expects of a model repository:
 
 - ``model.safetensors``: the generator's tensors (safetensors: loading runs no pickle);
 - ``config.json``: how to build and use it (``generator_config``, channels, direction, training
-  size, input normalisation, default test-time mode, this format's version);
+  size and preprocessing, normalisation per side as checkpoints record it, default test-time
+  mode, this format's version);
 - ``README.md``: the model card, YAML front matter (license, tags, ``pipeline_tag``) and a body
   built from the run (task, dataset, recipe, iterations, scores), plus ``sample.png`` when the
   run saved sample grids.
@@ -105,8 +106,8 @@ def load_state(folder: str | os.PathLike, map_location: Any = "cpu") -> dict[str
     except (SafetensorError, OSError) as exc:
         raise P2PError(f"{weights}: not a readable safetensors file ({exc})",
                        "the file may be truncated or corrupt") from None
-    known = ("generator_config", "direction", "image_size", "dataset", "task", "source",
-             "iteration")
+    known = ("generator_config", "direction", "image_size", "preprocess", "normalization",
+             "dataset", "task", "source", "iteration")
     return {"format": checkpoint.FORMAT, "generator": tensors,
             **{key: config[key] for key in known if key in config}}
 
@@ -137,10 +138,11 @@ def export_folder(source: str, out: str | os.PathLike, progress=None) -> tuple[P
               "generator_config": state["generator_config"],
               "in_channels": generator.config.in_channels,
               "out_channels": generator.config.out_channels,
-              "direction": state["direction"], "image_size": int(state["image_size"]),
-              # what the generator reads and writes: pixels x / 127.5 - 1, i.e. [-1, 1]
-              "normalization": {"mean": [0.5] * generator.config.in_channels,
-                                "std": [0.5] * generator.config.in_channels, "range": [-1, 1]},
+              "direction": state["direction"], "image_size": state["image_size"],
+              # how training sized its images, and per side the files' dtype and the value
+              # range mapped to [-1, 1] (8-bit: x / 127.5 - 1); see checkpoint.py
+              "preprocess": checkpoint.preprocess_of(state),
+              "normalization": checkpoint.normalization_of(state),
               "test_time_mode": "paper",
               **{key: card[key] for key in ("dataset", "task", "iteration") if card.get(key)},
               "source": card["source"]}
@@ -255,7 +257,8 @@ def model_card(name: str, config: dict[str, Any], facts: dict[str, Any]) -> str:
              f"| task | {_or_unknown(facts['task'])} |",
              f"| dataset | {dataset or 'not recorded'}, direction {config['direction']} |",
              f"| generator | {_inline(config['generator_config'])} |",
-             f"| trained at | {config['image_size']}x{config['image_size']} |",
+             f"| trained at | {_size(config['image_size'])}, preprocess "
+             f"{config['preprocess'].get('mode')} |",
              f"| iterations | {_or_unknown(facts['iteration'])} |",
              f"| source | {_inline(facts['source'])} |", ""]
     if facts["license"] == "other":
@@ -278,10 +281,15 @@ def model_card(name: str, config: dict[str, Any], facts: dict[str, Any]) -> str:
               "(dropout on, each image's own batch-norm statistics; `--seed N` repeats it); "
               "`--eval-mode` is deterministic.", "",
               f"Files: `{WEIGHTS}` (the generator's tensors), `{CONFIG}` (architecture, "
-              "channels, direction, training size, normalisation `x / 127.5 - 1`, default "
-              "test-time mode). Publish the folder with the Hub's CLI: "
+              "channels, direction, training size and preprocessing, normalisation per side, "
+              "default test-time mode). Publish the folder with the Hub's CLI: "
               f"`hf upload OWNER/{name} {name}/`.", ""]
     return "\n".join(lines)
+
+
+def _size(image_size: int | list[int]) -> str:
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    return f"{width}x{height}"
 
 
 def _or_unknown(value: Any) -> str:

@@ -58,6 +58,11 @@ class Translator:
     """The one model behind the page and the API: a single inference thread, a bounded queue."""
 
     def __init__(self, model, limits: Limits = Limits()):
+        if model.in_channels not in (1, 3) or not model.png_holds_output:
+            raise P2PError(f"p2p serve shows images of 1 or 3 channels that PNG holds; this "
+                           f"model reads {model.in_channels} channel(s) and writes "
+                           f"{model.out_channels} of {model.output_dtype}",
+                           "translate its files with p2p translate")
         self.model = model
         self.limits = limits
         self.pending = 0  # only touched on the event loop's thread: no lock needed
@@ -131,7 +136,8 @@ def create_app(translator: Translator, assets: Path, title: str = "p2p"):
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "direction": model.direction, "image_size": model.image_size,
+        return {"status": "ok", "direction": model.direction,
+                "image_size": list(model.image_size),  # [height, width]
                 "in_channels": model.in_channels, "out_channels": model.out_channels,
                 "device": str(model.device), "pending": translator.pending,
                 "queue": translator.limits.queue}
@@ -251,10 +257,10 @@ def build_page(translator: Translator, assets: Path, title: str):
     from p2p.images import open_image, save_image
 
     model = translator.model
-    size = model.image_size
-    canvas = canvas_for(model.dataset, model.direction, size)
+    height, width = model.image_size
+    canvas = canvas_for(model.dataset, model.direction, min(height, width))
     background = assets / "canvas.png"
-    save_image(Image.new("RGB", (size, size), canvas.background), background)
+    save_image(Image.new("RGB", (width, height), canvas.background), background)
     examples = example_inputs(model.dataset, model.direction, model.in_channels, assets)
 
     async def run(data: bytes, mode: str, seed: float | None):
@@ -281,7 +287,7 @@ def build_page(translator: Translator, assets: Path, title: str):
     # server that runs for weeks must not fill its temporary folder.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 3600)) as page:
         gr.Markdown(f"## {title}\npix2pix generator{trained_on}, {model.direction}, "
-                    f"{size}x{size}. Upload an image or draw one, then translate it. The output "
+                    f"{width}x{height}. Upload an image or draw one, then translate it. The output "
                     "has the input's size.")
         with gr.Row():
             with gr.Column():
@@ -297,7 +303,7 @@ def build_page(translator: Translator, assets: Path, title: str):
                     sketch = gr.ImageEditor(
                         value={"background": str(background), "layers": [], "composite": None},
                         type="filepath", image_mode="RGB", label="sketch", elem_id="sketch",
-                        canvas_size=(size, size), fixed_canvas=True, format="png",
+                        canvas_size=(width, height), fixed_canvas=True, format="png",
                         sources=(), transforms=(),
                         brush=gr.Brush(default_size=canvas.brush_size, colors=canvas.colors,
                                        default_color=canvas.colors[min(2, len(canvas.colors) - 1)],

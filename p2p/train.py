@@ -21,17 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed
-from p2p.data.paired import (
-    PairedImages,
-    augment,
-    batch_indices,
-    center_crop,
-    to_float,
-)
+from p2p import distributed, footprint
+from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import pick_device
 from p2p.errors import P2PError
-from p2p.images import save_image
+from p2p.images import preview_rgb, save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
 from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
@@ -140,17 +134,19 @@ class Stepper:
     memory_format: torch.memory_format
     share: slice  # this process's part of each batch (all of it without torchrun)
 
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_float(x.to(self.device, non_blocking=True))
+    def to_device(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """A batch of side 0 (source) or 1 (target) as float [-1, 1] on the device."""
+        x = to_float(x.to(self.device, non_blocking=True), self.dataset.ranges[side])
         return x.contiguous(memory_format=self.memory_format)
 
     def __call__(self, iteration: int) -> dict[str, torch.Tensor]:
         d, seed = self.recipe.data, self.recipe.train.seed
         indices = batch_indices(len(self.dataset), iteration, d.batch_size, seed)[self.share]
-        source, target = self.dataset.get_many(indices)
-        source, target = augment(source, target, d.crop_size, d.flip, seed, iteration,
+        source, target = self.dataset.get_many(indices, stack=False)  # augment stacks them
+        crop = self.dataset.preprocess.crop_size if self.dataset.preprocess.crops else None
+        source, target = augment(source, target, crop, d.flip, seed, iteration,
                                  first=self.share.start)
-        return train_step(self.models, self.to_device(source), self.to_device(target),
+        return train_step(self.models, self.to_device(source, 0), self.to_device(target, 1),
                           self.recipe, self.autocast, self.forward_g, self.forward_d)
 
 
@@ -174,8 +170,14 @@ def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: 
                    memory_format, distributed.rank_share(recipe.data.batch_size, world))
 
 
-def training_state(models: Models, recipe: Recipe, iteration: int) -> dict:
-    state = ckpt.generator_state(models.generator, recipe.data.direction, recipe.data.crop_size)
+def training_state(models: Models, recipe: Recipe, iteration: int,
+                   normalization: dict | None = None) -> dict:
+    """``normalization``: the dataset's (``PairedImages.normalization``), recorded for
+    translate."""
+    d = recipe.data
+    preprocess = d.preprocessing()
+    state = ckpt.generator_state(models.generator, d.direction, preprocess.crop_size,
+                                 preprocess.to_dict(), normalization)
     state.update(
         discriminator_config=asdict(models.discriminator.config),
         discriminator=models.discriminator.state_dict(),
@@ -212,10 +214,21 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
           torch.no_grad(), autocast):
         fake = models.generator(source).float()
 
-    def rgb(x):
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    rows = torch.cat([rgb(source), rgb(fake), rgb(target)], dim=3)  # side by side
+    rows = torch.cat([preview_rgb(source), preview_rgb(fake), preview_rgb(target)],
+                     dim=3)  # side by side
     return torch.cat(list(rows.cpu()), dim=1)  # stacked vertically
+
+
+def weights_finite(models: Models) -> bool:
+    """Whether the weights and norm statistics of both networks are all finite numbers."""
+    return all(bool(torch.isfinite(x).all()) for net in (models.generator, models.discriminator)
+               for x in net.state_dict().values() if x.is_floating_point())
+
+
+def diverged(iteration: int) -> P2PError:
+    return P2PError(f"training diverged at iteration {iteration} (loss or weights are not "
+                    f"finite); the last checkpoint, if any, is kept",
+                    "lower train.lr or check the data")
 
 
 @contextlib.contextmanager
@@ -263,8 +276,13 @@ def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
 def load_dataset(recipe: Recipe, data_root: Path,
                  progress: Callable[[int, int], None] | None = None) -> PairedImages:
     d = recipe.data
-    return PairedImages(data_root, d.split, d.direction, d.load_size, d.in_channels,
-                        d.out_channels, d.cache_gb, d.workers, progress=progress)
+    preprocess = d.preprocessing()
+    dataset = PairedImages(data_root, d.split, d.direction, preprocess.load_size, d.in_channels,
+                           d.out_channels, d.cache_gb, d.workers, progress=progress,
+                           preprocess=preprocess, stride=recipe.generator_stride(),
+                           ranges=d.side_ranges())
+    dataset.check_batchable(d.batch_size)
+    return dataset
 
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
@@ -278,6 +296,7 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
+    footprint.check_fits(recipe, device, world.size)
     with distributed.process_group(world, device), reuse_freed_memory(device):
         return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
 
@@ -286,7 +305,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
            world: distributed.World, device: torch.device) -> Outcome:
-    t, d = recipe.train, recipe.data
+    t = recipe.train
     models = build_models(recipe, device)
     start = 0
     if resume:
@@ -299,14 +318,19 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
         distributed.seed_rank(t.seed, world, start)
-    sample_source, sample_target = dataset.get_many(list(range(min(SAMPLE_COUNT, len(dataset)))))
-    sample_source = step.to_device(center_crop(sample_source, d.crop_size))
-    sample_target = step.to_device(center_crop(sample_target, d.crop_size))
+    sample_source, sample_target = dataset.preview(SAMPLE_COUNT)
+    sample_source = step.to_device(sample_source, 0)
+    sample_target = step.to_device(sample_target, 1)
+    normalization = dataset.normalization()
 
     def save(iteration: int) -> None:
+        # Never replace the last good checkpoint with weights that are no longer numbers (the
+        # loss is only checked when logged).
+        if not weights_finite(models):
+            raise diverged(iteration)
         if world.is_main:
             ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
-                                 training_state(models, recipe, iteration))
+                                 training_state(models, recipe, iteration, normalization))
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     log_path = run_dir / "log.jsonl"
@@ -332,9 +356,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                           "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
                           "time": round(time.time(), 3), "device": hardware}
                 if not all(math.isfinite(record[k]) for k in losses):
-                    save(iteration)
-                    raise P2PError(f"training diverged at iteration {iteration} (loss is not "
-                                   f"finite)", "lower train.lr or check the data")
+                    raise diverged(iteration)
                 if world.is_main:
                     log.write(json.dumps(record) + "\n")
                     log.flush()

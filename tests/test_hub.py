@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import skip_or_fail
 from PIL import Image
 
 from p2p import hub
 from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from tests.test_serve_browser import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -75,7 +75,10 @@ def test_export_run_writes_a_hub_model_folder(cli, tmp_path):
     assert config["format"] == hub.FORMAT and config["direction"] == "BtoA"
     assert config["image_size"] == 32 and config["in_channels"] == config["out_channels"] == 3
     assert config["generator_config"]["num_downs"] == 5 and config["generator_config"]["ngf"] == 4
-    assert config["test_time_mode"] == "paper" and config["normalization"]["range"] == [-1, 1]
+    assert config["test_time_mode"] == "paper"
+    assert config["normalization"]["source"] == {"dtype": "uint8", "range": [0.0, 255.0],
+                                                 "explicit": False}
+    assert config["preprocess"]["mode"] == "resize_and_crop"
     assert config["dataset"] == "facades" and config["iteration"] == 7
 
     from safetensors.torch import load_file
@@ -227,7 +230,7 @@ def exported(cli, tmp_path) -> Path:
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
-        skip_or_fail("the hf extra is not installed: pip install -e '.[hf]'")
+        skip_or_fail("the hf extra is not installed: pip install -e '.[hf]'", "CI")
     out = tmp_path / "model"
     assert cli("zoo", "export", make_run(tmp_path / "run"), out, "--format", "hf").exit_code == 0
     return out

@@ -17,19 +17,12 @@ import numpy as np
 import pytest
 import requests
 import torch
+from conftest import skip_or_fail
 from PIL import Image
 
-from tests.test_serve_browser import skip_or_fail
-
-try:
-    import gradio  # noqa: F401
-    import uvicorn
-except ImportError:
-    skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", module=True)
-
-from p2p import serve, translate  # noqa: E402
-from p2p.checkpoint import generator_state, save_checkpoint  # noqa: E402
-from p2p.models import GeneratorConfig, UnetGenerator, init_weights  # noqa: E402
+from p2p import serve, translate  # serve.py imports the web stack only where it is used
+from p2p.checkpoint import generator_state, save_checkpoint
+from p2p.models import GeneratorConfig, UnetGenerator, init_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,9 +64,20 @@ def make_checkpoint(path: Path, dataset: Path | str | None = None, direction: st
     return path
 
 
+def web_stack() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import gradio  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", "CI")
+
+
 @contextlib.contextmanager
 def running(app):
     """``app`` served by uvicorn in a thread on a free port of 127.0.0.1."""
+    import uvicorn
+
     sock = serve.bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -98,6 +102,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def server(folders):
+    web_stack()
     model = translate.load_model(folders["checkpoint"], device="cpu")
     translator = serve.Translator(model)
     app = serve.create_app(translator, folders["assets"])
@@ -109,7 +114,7 @@ def server(folders):
 def test_translate_raw_body_and_multipart(server, folders):
     url, _ = server
     health = requests.get(f"{url}/healthz", timeout=60).json()
-    assert health["status"] == "ok" and health["image_size"] == 32
+    assert health["status"] == "ok" and health["image_size"] == [32, 32]
     assert health["direction"] == "BtoA" and health["queue"] == serve.Limits().queue
     image = png(50, 30)
     r = requests.post(f"{url}/api/translate?mode=eval", data=image, timeout=60)
@@ -200,6 +205,17 @@ def test_a_full_queue_answers_503_at_once(server, monkeypatch):
         assert [f.result().status_code for f in waiting] == [200, 200]
 
 
+def test_models_the_page_cannot_show_are_refused(tmp_path):
+    from p2p.errors import P2PError
+
+    torch.manual_seed(0)
+    generator = init_weights(UnetGenerator(GeneratorConfig(in_channels=4, num_downs=5, ngf=4)))
+    save_checkpoint(tmp_path / "rgbn.pt", generator_state(generator, "AtoB", 32))
+    model = translate.load_model(tmp_path / "rgbn.pt", device="cpu")
+    with pytest.raises(P2PError, match="reads 4 channel"):
+        serve.Translator(model)
+
+
 def test_page_is_served(server):
     url, _ = server
     r = requests.get(f"{url}/", timeout=60)
@@ -261,6 +277,7 @@ def test_help_imports_no_web_stack():
 
 
 def test_without_the_extra_one_line_and_exit_2(cli, folders, monkeypatch):
+    # (runs without the extra too: it removes gradio)
     monkeypatch.setitem(sys.modules, "gradio", None)
     r = cli("serve", "-c", folders["checkpoint"])
     assert r.exit_code == 2 and "pip install 'p2p[serve]'" in r.stderr
@@ -270,6 +287,7 @@ def test_without_the_extra_one_line_and_exit_2(cli, folders, monkeypatch):
 
 
 def test_port_in_use_is_a_user_error(cli, folders):
+    web_stack()
     with contextlib.closing(serve.bind("127.0.0.1", 0)) as taken:
         r = cli("serve", "-c", folders["checkpoint"], "--port", taken.getsockname()[1])
     assert r.exit_code == 2 and "cannot listen on 127.0.0.1:" in r.stderr
@@ -278,6 +296,7 @@ def test_port_in_use_is_a_user_error(cli, folders):
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_real_process_serves_and_stops_cleanly(folders, stop):
+    web_stack()
     process = subprocess.Popen(
         [sys.executable, "-m", "p2p", "serve", "-c", str(folders["checkpoint"]), "--port", "0"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,22 +7,14 @@ installs them: see .ci/run).
 """
 
 import io
-import os
 import shutil
 import time
 
 import pytest
+from conftest import skip_or_fail
 from PIL import Image
 
 CHROMIUM = [shutil.which(name) for name in ("chromium", "chromium-browser")]
-
-
-def skip_or_fail(reason: str, module: bool = False):
-    """Skip where an optional part (an extra, the browser) is missing; fail in CI, which
-    installs all of them. Also used by test_serve.py and test_hub.py."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
-    pytest.skip(reason, allow_module_level=module)
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +22,10 @@ def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        skip_or_fail("playwright is not installed: pip install -e '.[browser]'")
+        skip_or_fail("playwright is not installed: pip install -e '.[browser]'", "CI")
     executable = next((path for path in CHROMIUM if path), None)
     if executable is None:
-        skip_or_fail("no chromium on PATH: apt-get install chromium")
+        skip_or_fail("no chromium on PATH: apt-get install chromium", "CI")
     with sync_playwright() as playwright:
         # Debian's chromium, never a browser downloaded by `playwright install`.
         browser = playwright.chromium.launch(executable_path=executable,
@@ -48,7 +40,7 @@ def page_server(tmp_path_factory):
         import gradio  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'")
+        skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", "CI")
     from p2p import serve, translate
     from tests.test_serve import make_checkpoint, make_dataset, running
 
@@ -120,12 +112,3 @@ def test_upload_and_draw_in_a_real_browser(browser, page_server, tmp_path):
         colours = {colour for _, colour in drawn.convert("RGB").getcolors(1 << 16)}
     assert len(colours) > 1, "the strokes did not reach the server"  # more than the background
     page.close()
-
-
-def test_skip_or_fail_follows_ci(monkeypatch):
-    monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception):
-        skip_or_fail("no browser")
-    monkeypatch.setenv("CI", "false")
-    with pytest.raises(pytest.skip.Exception):
-        skip_or_fail("no browser")

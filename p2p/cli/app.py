@@ -55,13 +55,42 @@ from p2p.cli import serve as _serve  # noqa: E402
 app.command("serve")(_serve.serve)
 
 
+# The usage error of the click that Typer runs on (its own copy in recent Typer, the click
+# package in older ones): Typer exports BadParameter, a direct subclass of it.
+UsageError = typer.BadParameter.__base__
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error."""
+    """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error,
+    130 interrupted."""
     try:
-        app(args=argv, prog_name="p2p")
+        # Not standalone: usage errors come here instead of Typer's boxed panel; typer.Exit
+        # (--help, --version, a command's own code, Ctrl-C inside Typer: 130) is returned.
+        code = app(args=argv, prog_name="p2p", standalone_mode=False)
     except P2PError as exc:
         console.error(str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
+    except UsageError as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            console.error(usage_error_line(exc))
+        elif exc.format_message().strip():  # a group without a command: its help, which
+            exc.show()  # recent Typer has printed already (older: it is the message)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort):  # older click turns Ctrl-C into Abort
         console.error("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(exc: Exception) -> str:
+    """Click's message as one line in our style, with where to find the usage."""
+    possibilities = getattr(exc, "possibilities", None)  # an unknown option's close names
+    message = exc.message if possibilities else exc.format_message()
+    message = " ".join(message.split()).rstrip(".")
+    if message[:2].istitle():  # "No such option" -> "no such option", but "CUDA" stays
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    see = f"see '{ctx.command_path if ctx is not None else 'p2p'} --help'"
+    if possibilities:
+        return f"{message} (did you mean {' or '.join(sorted(possibilities))}? {see})"
+    return f"{message} ({see})"

@@ -77,7 +77,8 @@ def fetch(name: str, *, root: Path | None = None, url: str | None = None,
     try:
         with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=target.parent) as work:
             content = extract(local, Path(work) / "content",
-                              progress=_staged(progress, f"extract {local.name}"))
+                              progress=_staged(progress, f"extract {local.name}"),
+                              max_bytes=dataset.max_unpacked_bytes)
             splits = catalog.install(dataset, _split_root(dataset, content, source), target, source)
     except P2PError:
         if downloaded:  # unusable; kept, the next run would reuse it instead of downloading
