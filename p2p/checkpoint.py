@@ -77,7 +77,17 @@ def normalization_of(state: dict) -> dict:
 
 def resolve(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory (its ``checkpoints/latest.pt``), or a run directory
-    with a selector: ``RUN_DIR@latest``, ``RUN_DIR@best`` or ``RUN_DIR@ITERATION``."""
+    with a selector: ``RUN_DIR@latest``, ``RUN_DIR@best`` or ``RUN_DIR@ITERATION``.
+
+    Hugging Face model folders (see hub.py) resolve to themselves, ``hf:OWNER/NAME[@REV]`` to
+    the downloaded folder.
+    """
+    from p2p import hub  # light: its dependencies load when a folder is read or fetched
+
+    if hub.is_reference(path):
+        return hub.download(str(path))
+    if hub.is_model_folder(path):
+        return Path(path)
     path = Path(path)
     if path.is_dir():
         latest = path / "checkpoints" / LATEST
@@ -237,7 +247,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Build the generator stored in a checkpoint; returns (generator, checkpoint dict)."""
-    state = load_checkpoint(path, map_location)
+    from p2p import hub
+
+    path = resolve(path)
+    state = (hub.load_state(path, map_location) if hub.is_model_folder(path)
+             else load_checkpoint(path, map_location))
     missing = [k for k in ("generator_config", "generator", "direction", "image_size")
                if k not in state]
     if missing:

@@ -97,6 +97,20 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
     return _convert(_open_pil(source, _label(source, name)), channels)
 
 
+def declared_size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) that encoded image bytes declare, read from the header only."""
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as img:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller decides
+            return img.size
+    except UnidentifiedImageError:
+        raise P2PError(f"{name}: not an image (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise P2PError(f"{name}: declared image size is too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise P2PError(f"{name}: corrupt or truncated image ({exc})") from None
+
+
 def _convert(img: Image.Image, channels: int) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         img = _sixteen_bit_to_8(img)

@@ -147,6 +147,7 @@ class Model:
     preprocess: Preprocess = Preprocess()  # how training sized its images
     # Per side ("source", "target"): {"dtype", "range", "explicit"}; see checkpoint.py.
     normalization: dict = field(default_factory=lambda: normalization_of({}))
+    dataset: str | None = None  # the dataset it was trained on (name or folder), where recorded
 
     @property
     def output_dtype(self) -> str:
@@ -210,7 +211,22 @@ def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = N
                        f"expected one of {', '.join(DIRECTIONS)}")
     generator.to(target, memory_format=torch.channels_last)
     return Model(generator, state["direction"], image_size_of(state), target,
-                 Preprocess.from_dict(preprocess_of(state)), normalization_of(state))
+                 Preprocess.from_dict(preprocess_of(state)), normalization_of(state),
+                 _trained_on(state))
+
+
+def _trained_on(state: dict) -> str | None:
+    """The dataset a checkpoint records: its recipe's, its model folder's, or its zoo entry's."""
+    recipe = state.get("recipe")
+    if isinstance(recipe, dict) and isinstance(recipe.get("data"), dict):
+        return str(recipe["data"].get("path")) or None
+    if state.get("dataset"):
+        return str(state["dataset"])
+    if state.get("zoo_name"):
+        from p2p import zoo
+
+        return next((e.dataset for e in zoo.ENTRIES if e.name == state["zoo_name"]), None)
+    return None
 
 
 # ---- what goes where -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from p2p.models import GeneratorConfig, UnetGenerator
 from p2p.paths import write_bytes_atomic, zoo_dir
 
 LAYOUTS = ("official", "mmagic")
-EXPORT_FORMATS = ("onnx", "torchscript")
+EXPORT_FORMATS = ("onnx", "torchscript", "hf")
 CHECKPOINT_NAME = "generator.pt"
 
 MMAGIC_URL = "https://download.openmmlab.com/mmediting/pix2pix/refactor/"
@@ -126,7 +126,12 @@ def find_entry(name: str) -> ZooEntry:
 
 
 def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
-    """The local converted checkpoint of zoo entry ``name``, pulled on first use."""
+    """The local converted checkpoint of zoo entry ``name``, pulled on first use.
+
+    ``hf:OWNER/NAME[@REVISION]`` is a Hugging Face model folder instead, downloaded by hub.py.
+    """
+    if name.startswith("hf:"):
+        return checkpoint.resolve(name)
     if not NAME_PATTERN.fullmatch(name):  # never a path out of the zoo folder
         raise _unknown(name)
     path = converted_path(name)
@@ -444,6 +449,11 @@ def export(source: str, fmt: str, out: str | os.PathLike,
     """
     if fmt not in EXPORT_FORMATS:
         raise P2PError(f"unknown export format {fmt!r}", f"use one of {', '.join(EXPORT_FORMATS)}")
+    if fmt == "hf":  # a Hugging Face model folder: see hub.py
+        from p2p import hub
+
+        folder, diff = hub.export_folder(source, out, progress)
+        return Exported(folder, "p2p (every tensor read back)", diff)
     if fmt == "onnx":
         _onnx()  # fail before any download or conversion
     generator, state = checkpoint.load_generator(resolve_generator(source, progress))

@@ -51,6 +51,9 @@ app.add_typer(_data.app, name="data")
 from p2p.cli import report as _report  # noqa: E402
 
 app.command("report")(_report.report)
+from p2p.cli import serve as _serve  # noqa: E402
+
+app.command("serve")(_serve.serve)
 
 
 # The usage error of the click that Typer runs on (its own copy in recent Typer, the click

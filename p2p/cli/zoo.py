@@ -99,12 +99,14 @@ def import_(
 @app.command("export")
 def export(
     source: Annotated[str, typer.Argument(
-        metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file or run directory "
-        "(RUN_DIR@best, @latest, @ITERATION select one).")],
-    out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file.")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")],
+        metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file, run directory "
+        "(RUN_DIR@best, @latest, @ITERATION select one), model folder or hf:OWNER/NAME.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file (a folder for hf).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript, or hf (a Hugging "
+                                     "Face model folder: safetensors, config, model card).")],
 ) -> None:
-    """Export a generator (eval mode, dynamic batch axis), checked against ours."""
+    """Export a generator, checked against ours: ONNX or TorchScript (eval mode, dynamic batch
+    axis), or a Hugging Face model folder (upload it with: hf upload OWNER/NAME OUT)."""
     from p2p import zoo
 
     with contextlib.ExitStack() as stack:

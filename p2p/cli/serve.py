@@ -1,0 +1,69 @@
+"""``p2p serve``: load the model, bind the address, serve the page and the API until stopped."""
+
+import contextlib
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from p2p.cli import console
+from p2p.errors import P2PError
+
+
+def serve(
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="A checkpoint file, a training run directory, or a model "
+        "folder (p2p zoo export --format hf).")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", help="A zoo model (e.g. facades) or hf:OWNER/NAME[@REVISION].")] = None,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on. 0.0.0.0 makes the model reachable from other "
+        "machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535,
+                                      help="Port (0: any free one).")] = 7860,
+    max_upload_mb: Annotated[float, typer.Option(
+        "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above).")] = 20,
+    max_pixels: Annotated[int, typer.Option(
+        "--max-pixels", min=1, help="Largest width x height accepted (413 above).")] = 4096 * 4096,
+    queue: Annotated[int, typer.Option(
+        "--queue", min=1, help="Requests waiting or running at once; more get 503.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Serve a model: a web page to upload or draw an image, and POST /api/translate."""
+    if (checkpoint is None) == (task is None):
+        raise P2PError("give --checkpoint PATH or --task NAME, exactly one")
+    try:
+        import fastapi  # noqa: F401
+        import gradio  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise P2PError(f"p2p serve needs the serve extra ({exc.name} is missing)",
+                       "pip install 'p2p[serve]'") from None
+    from p2p import serve as core
+    from p2p import translate
+
+    with contextlib.ExitStack() as bars:
+        download = console.lazy_bar(bars, f"downloading {task}", "bytes")
+        model = translate.load_model(checkpoint, task, device, download_progress=download)
+    limits = core.Limits(int(max_upload_mb * core.MB), max_pixels, queue)
+    translator = core.Translator(model, limits)
+    with core.assets_folder() as assets, contextlib.closing(translator):
+        app = core.create_app(translator, assets, title=f"p2p: {task or checkpoint}")
+        sock = core.bind(host, port)
+        address, bound_port = sock.getsockname()[:2]
+        shown = f"[{address}]" if ":" in address else address
+        console.info(f"serving http://{shown}:{bound_port}/ (API: POST /api/translate; "
+                     "Ctrl-C stops)")
+        # uvicorn stops gracefully on SIGINT and SIGTERM, then raises the signal again: make
+        # SIGTERM end like Ctrl-C (exit 130) instead of killing the process.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            core.run(app, sock)
+        except KeyboardInterrupt:
+            console.info("stopped")
+            raise typer.Exit(130) from None
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
