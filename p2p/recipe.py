@@ -18,6 +18,8 @@ import yaml
 from p2p.errors import P2PError
 from p2p.models import DiscriminatorConfig, GeneratorConfig
 
+RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}  # model.generator -> residual blocks
+
 
 @dataclass
 class DataConfig:
@@ -43,6 +45,8 @@ class ModelConfig:
     ndf: int = 64
     d_layers: int = 3  # 3 = the 70x70 PatchGAN, 1 = 16x16, 0 = pixel GAN
     d_norm: Literal["batch", "instance", "none"] = "batch"
+    # unet: num_downs levels; resnet_Nblocks: the official ResNet (num_downs is not used)
+    generator: Literal["unet", "resnet_6blocks", "resnet_9blocks"] = "unet"
 
 
 @dataclass
@@ -76,8 +80,10 @@ class Recipe:
 
     def generator_config(self) -> GeneratorConfig:
         m = self.model
+        blocks = RESNET_BLOCKS.get(m.generator)
         return GeneratorConfig(self.data.in_channels, self.data.out_channels, m.num_downs, m.ngf,
-                               m.norm, m.dropout)
+                               m.norm, m.dropout, architecture="resnet" if blocks else "unet",
+                               blocks=blocks or GeneratorConfig.blocks)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         m = self.model
@@ -148,9 +154,14 @@ def _validate(recipe: Recipe) -> Recipe:
     if d.crop_size > d.load_size:
         raise P2PError(f"recipe: data.crop_size ({d.crop_size}) is larger than data.load_size "
                        f"({d.load_size})", "crop_size must be <= load_size")
-    if not 5 <= m.num_downs <= 9:
+    if m.generator != "unet":
+        if d.crop_size % 4:
+            raise P2PError(f"recipe: data.crop_size {d.crop_size} is not a multiple of 4, which "
+                           f"model.generator {m.generator} needs (two stride-2 levels)",
+                           f"use e.g. crop_size {d.crop_size - d.crop_size % 4 or 4}")
+    elif not 5 <= m.num_downs <= 9:
         raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {m.num_downs}")
-    if d.crop_size % 2**m.num_downs:
+    elif d.crop_size % 2**m.num_downs:
         raise P2PError(f"recipe: data.crop_size {d.crop_size} is not a multiple of "
                        f"2^model.num_downs = {2**m.num_downs}",
                        "use crop_size 256 with num_downs 8, or 128 with 7")

@@ -43,7 +43,7 @@ from p2p.images import (
     tensor_to_pil,
 )
 from p2p.memory import reuse_freed_memory
-from p2p.models import UnetGenerator
+from p2p.models import input_multiple
 
 DIRECTIONS = ("AtoB", "BtoA")
 STDIN_NAME = "<stdin>"
@@ -117,7 +117,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 class Model:
     """A generator ready for translation and what it needs to know about its inputs."""
 
-    generator: UnetGenerator
+    generator: nn.Module  # models.UnetGenerator or models.ResnetGenerator
     direction: str  # "AtoB": the left half of a pair is the input
     image_size: int  # the size it was trained at
     device: torch.device
@@ -133,7 +133,7 @@ class Model:
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this (each down level halves them)."""
-        return 2 ** self.generator.config.num_downs
+        return input_multiple(self.generator.config)
 
 
 def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:
