@@ -10,6 +10,7 @@ intact.
 Sizes. By default an image is resized (bicubic, as the published protocol) to the size the model
 was trained at and the output resized back; with ``keep_size`` it is reflect-padded to a multiple
 of 2**num_downs instead and the output cropped back. Either way the output has the input's size.
+With ``tile``, each image runs at its own size in overlapping tiles blended by ``tiling.py``.
 
 Decoding and encoding run in a small thread pool (Pillow and torch release the GIL) so that the
 generator, not file handling, sets the pace.
@@ -44,6 +45,7 @@ from p2p.images import (
 )
 from p2p.memory import reuse_freed_memory
 from p2p.models import input_multiple
+from p2p.tiling import check_tiling, default_overlap, translate_tiled
 
 DIRECTIONS = ("AtoB", "BtoA")
 STDIN_NAME = "<stdin>"
@@ -265,6 +267,8 @@ class TranslateOptions:
     batch_size: int = 1
     seed: int | None = None  # repeatable dropout in paper mode
     skip_bad: bool = False  # report bad inputs and go on, instead of stopping at the first
+    tile: int | None = None  # run each image at its own size in blended tiles (see tiling.py)
+    overlap: int | None = None  # pixels neighbouring tiles share; None: a quarter of the tile
 
 
 @dataclass
@@ -292,6 +296,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     """
     if options.batch_size < 1:
         raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.tile is not None:
+        _check_tiles(model, options)
     jobs = list(jobs)
     report = Report()
     pending: list[_Decoded] = []
@@ -302,8 +308,11 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
             progress(report.translated + len(report.bad), len(jobs))
 
     def flush() -> None:
-        batch = torch.stack([item.tensor for item in pending]).to(model.device)
-        outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
+        if options.tile is not None:
+            outputs = [_run_tiled(model, item.tensor, options) for item in pending]
+        else:
+            batch = torch.stack([item.tensor for item in pending]).to(model.device)
+            outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
         written.extend(pool.submit(_finish, item, output, options)
                        for item, output in zip(pending, outputs, strict=True))
         report.translated += len(pending)
@@ -311,7 +320,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
         advance()
 
     decode = functools.partial(_decode, model=model, options=options)
-    ahead = 2 * options.batch_size + THREADS
+    # Tiled images are large: decode only the next one ahead.
+    ahead = 1 if options.tile is not None else 2 * options.batch_size + THREADS
     with _seeded(options.seed, model.device), reuse_freed_memory(model.device), \
             ThreadPoolExecutor(THREADS) as pool, \
             contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
@@ -325,7 +335,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
             if pending and pending[0].tensor.shape != item.tensor.shape:
                 flush()
             pending.append(item)
-            if len(pending) == options.batch_size:
+            if len(pending) == options.batch_size or options.tile is not None:
                 flush()
         if pending:
             flush()
@@ -359,11 +369,36 @@ def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2P
             image, target = open_image(job.source, model.in_channels, job.name), None
     except P2PError as exc:
         return exc  # returned, not raised: the caller decides whether to stop, in input order
+    if options.tile is not None:  # own size, kept in uint8: tiles are cut and scaled one by one
+        tensor = pil_to_tensor(image)
+        return _Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
     resized = image if options.keep_size else image.resize(
         (model.image_size, model.image_size), Image.Resampling.BICUBIC)
     tensor = pil_to_tensor(resized).float().div_(127.5).sub_(1)
     return _Decoded(job, image, target, pad_to_multiple(tensor, model.multiple),
                     tuple(tensor.shape[1:]))
+
+
+def _check_tiles(model: Model, options: TranslateOptions) -> None:
+    overlap = default_overlap(options.tile) if options.overlap is None else options.overlap
+    check_tiling(options.tile, overlap, model.multiple)
+    if options.paper_mode and any(isinstance(m, nn.BatchNorm2d)
+                                  for m in model.generator.modules()):
+        raise P2PError("tiles need --eval-mode with a batch-norm generator: the paper's test-time "
+                       "mode normalizes by the statistics of what the generator sees, so each "
+                       "tile would get its own and neighbouring tiles would differ in tone",
+                       "add --eval-mode (running statistics), or translate without --tile")
+
+
+def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> torch.Tensor:
+    overlap = default_overlap(options.tile) if options.overlap is None else options.overlap
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return run_generator(model.generator, batch.to(model.device), options.paper_mode)
+
+    return translate_tiled(forward, image, tile=options.tile, overlap=overlap,
+                           multiple=model.multiple, out_channels=model.out_channels,
+                           batch_size=options.batch_size)
 
 
 def _split_pair(job: Job, model: Model) -> tuple[Image.Image, Image.Image]:
