@@ -10,8 +10,8 @@ tile's output exactly. The ramps never reach zero, so every pixel has weight.
 
 Memory is bounded by the tiles, not the image: tiles run in batches, and the blended output is
 kept in float only for one row of tiles (``tile`` rows of the image), then written into the
-output array (uint8 by default) as soon as no later tile covers it. The input and output arrays
-themselves are the only image-sized buffers.
+output array (uint8 by default) as soon as no later tile covers it: the input and output arrays
+are this function's only image-sized buffers.
 
 Normalization: tiles are normalized by what they see. That is right for batch norm in eval mode
 (running statistics) and for models without norm; batch norm in the paper's mode or instance norm

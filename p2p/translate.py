@@ -379,9 +379,12 @@ def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2P
                     tuple(tensor.shape[1:]))
 
 
+def _overlap(options: TranslateOptions) -> int:
+    return default_overlap(options.tile) if options.overlap is None else options.overlap
+
+
 def _check_tiles(model: Model, options: TranslateOptions) -> None:
-    overlap = default_overlap(options.tile) if options.overlap is None else options.overlap
-    check_tiling(options.tile, overlap, model.multiple)
+    check_tiling(options.tile, _overlap(options), model.multiple)
     if options.paper_mode and any(isinstance(m, nn.BatchNorm2d)
                                   for m in model.generator.modules()):
         raise P2PError("tiles need --eval-mode with a batch-norm generator: the paper's test-time "
@@ -391,12 +394,10 @@ def _check_tiles(model: Model, options: TranslateOptions) -> None:
 
 
 def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> torch.Tensor:
-    overlap = default_overlap(options.tile) if options.overlap is None else options.overlap
-
     def forward(batch: torch.Tensor) -> torch.Tensor:
         return run_generator(model.generator, batch.to(model.device), options.paper_mode)
 
-    return translate_tiled(forward, image, tile=options.tile, overlap=overlap,
+    return translate_tiled(forward, image, tile=options.tile, overlap=_overlap(options),
                            multiple=model.multiple, out_channels=model.out_channels,
                            batch_size=options.batch_size)
 
