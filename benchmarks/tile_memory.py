@@ -1,8 +1,9 @@
 """Peak memory and speed of ``p2p translate`` on large images: tiled against untiled.
 
-Each case is one ``python -m p2p translate`` of one image in a fresh process (unet_256, random
-weights, batch norm, ``--eval-mode``), so its peak resident memory (``ru_maxrss`` of that process,
-from ``os.wait4``) is its own. Cases, per image size:
+Each case is one ``p2p translate`` of one image in a fresh process (unet_256, random weights,
+batch norm, ``--eval-mode``), so its peak resident memory is its own: the process's ``VmHWM``
+(/proc), written when it exits. Not ``ru_maxrss``: Linux carries the high-water mark of the
+forking parent's memory across exec into it. Cases, per image size:
   resize     the default: resized to 256x256 and back (bicubic)
   keep-size  the whole image at once, reflect-padded to a multiple of 256
   tile       ``--tile 256 --overlap 64`` (or --tile/--overlap), tiles in batches of --batch-size
@@ -48,35 +49,49 @@ def write_input(path: Path, width: int, height: int) -> None:
     Image.fromarray(pixels).save(path, quality=90)
 
 
-def resident_bytes(pid: int) -> int:
+# Runs p2p's CLI and, at exit, writes the process's peak resident memory (kB) to a file.
+CHILD = """
+import atexit, runpy, sys
+def peak():
+    with open("/proc/self/status") as status, open(sys.argv[1], "w") as out:
+        out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+atexit.register(peak)
+sys.argv = ["p2p", "translate", *sys.argv[2:]]
+runpy.run_module("p2p", run_name="__main__")
+"""
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(resident, peak resident) kB of a running process."""
     with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
+        fields = dict(line.split(":", 1) for line in status)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 def run_case(args: list[str], limit_bytes: int) -> dict:
     """One translate in a fresh process: wall and CPU seconds, peak RSS in MB, how it ended."""
-    start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "p2p", "translate", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = False
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        try:
-            if resident_bytes(process.pid) > limit_bytes:
-                process.kill()
-                killed = True
-        except (FileNotFoundError, ProcessLookupError):
-            pass  # exited between the two calls: collected next time round
-        time.sleep(0.02)
-    wall = time.perf_counter() - start
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-c", CHILD, report.name, *args],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        killed, seen_peak = False, 0
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            try:
+                resident, seen_peak = memory_kb(process.pid)
+                if resident * 1024 > limit_bytes:
+                    process.kill()
+                    killed = True
+            except (FileNotFoundError, ProcessLookupError, KeyError):
+                pass  # starting or exiting: looked at again next time round
+            time.sleep(0.02)
+        wall = time.perf_counter() - start
+        written = report.read().strip()
     code = os.waitstatus_to_exitcode(status)
     return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "peak_rss_mb": usage.ru_maxrss / 1024,
+            "peak_rss_mb": int(written or seen_peak) / 1024,
             "status": "ok" if code == 0 else "killed: over the memory limit" if killed else
             f"failed (exit {code})"}
 
