@@ -52,8 +52,9 @@ def write_input(path: Path, width: int, height: int) -> None:
 # Runs p2p's CLI and, at exit, writes the process's peak resident memory (kB) to a file.
 CHILD = """
 import atexit, runpy, sys
+report = sys.argv[1]
 def peak():
-    with open("/proc/self/status") as status, open(sys.argv[1], "w") as out:
+    with open("/proc/self/status") as status, open(report, "w") as out:
         out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
 atexit.register(peak)
 sys.argv = ["p2p", "translate", *sys.argv[2:]]
