@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from p2p.errors import P2PError
+from p2p.footprint import human
 
 Progress = Callable[[int, int | None], None]
 CHUNK_SIZE = 1 << 20
@@ -50,29 +51,62 @@ def safe_member_path(name: str, archive: Path) -> PurePosixPath | None:
 REFUSED_KINDS = {"link": "links are not extracted", "special": "device or special file"}
 
 
-def _tar_members(raw) -> Iterator[tuple[str, str, Callable[[], IO[bytes]], int]]:
-    """Per member: name, kind (file, dir, link, special), opener, archive bytes read so far."""
+# Per member: name, kind (file, dir, link, special), opener, declared size, archive bytes read
+# so far, and the declared size of all members when the archive tells it up front (zip).
+Member = tuple[str, str, Callable[[], IO[bytes]], int, int, int | None]
+
+
+def _tar_members(raw) -> Iterator[Member]:
+    # A tar is read as a stream: sizes are known member by member, before each is written.
     with tarfile.open(fileobj=raw, mode="r:*") as tar:
         for member in tar:
             kind = ("link" if member.issym() or member.islnk() else "dir" if member.isdir()
                     else "file" if member.isreg() else "special")
-            yield member.name, kind, partial(tar.extractfile, member), raw.tell()
+            yield (member.name, kind, partial(tar.extractfile, member), member.size, raw.tell(),
+                   None)
 
 
-def _zip_members(raw) -> Iterator[tuple[str, str, Callable[[], IO[bytes]], int]]:
+def _zip_members(raw) -> Iterator[Member]:
     with zipfile.ZipFile(raw) as zf:
+        infos = zf.infolist()
+        declared = sum(info.file_size for info in infos)  # from the central directory
         done = 0
-        for info in zf.infolist():
+        for info in infos:
             mode = stat.S_IFMT(info.external_attr >> 16)
             kind = ("link" if mode == stat.S_IFLNK else "dir" if info.is_dir()
                     else "file" if mode in (0, stat.S_IFREG) else "special")
             done += info.compress_size
-            yield info.filename, kind, partial(zf.open, info), done
+            yield info.filename, kind, partial(zf.open, info), info.file_size, done, declared
 
 
-def _write_members(archive: Path, members, into: Path, progress: Progress | None,
-                   total: int) -> None:
-    for name, kind, open_member, done in members:
+def _check_size(archive: Path, declared: int, max_bytes: int | None, free: int) -> None:
+    """Refuse before writing what would outgrow the expected contents or the free space."""
+    if max_bytes is not None and declared > max_bytes:
+        raise P2PError(f"{archive}: its members unpack to at least {human(declared)}, far "
+                       f"beyond the {human(max_bytes)} its contents can take",
+                       "the archive is not the expected one (or a decompression bomb); "
+                       "get it from a trusted source")
+    if declared > free:
+        raise P2PError(f"{archive}: its members unpack to at least {human(declared)}, but only "
+                       f"{human(free)} is free there", "free some disk space or use --root")
+
+
+def _copy_member(archive: Path, name: str, source: IO[bytes], out: IO[bytes],
+                 size: int) -> None:
+    """Copy at most the member's declared ``size`` bytes: a header that lies is refused."""
+    written = 0
+    while chunk := source.read(min(CHUNK_SIZE, size - written + 1)):
+        written += len(chunk)
+        if written > size:
+            raise _refusal(archive, name, f"holds more data than the {size} bytes it declares")
+        out.write(chunk)
+
+
+def _write_members(archive: Path, members: Iterator[Member], into: Path,
+                   progress: Progress | None, total: int, max_bytes: int | None) -> None:
+    free = shutil.disk_usage(into).free
+    declared_so_far = 0
+    for name, kind, open_member, size, done, declared_in_all in members:
         relative = safe_member_path(name, archive)
         if kind in REFUSED_KINDS:
             raise _refusal(archive, name, REFUSED_KINDS[kind])
@@ -81,9 +115,13 @@ def _write_members(archive: Path, members, into: Path, progress: Progress | None
         if kind == "dir":
             (into / relative).mkdir(parents=True, exist_ok=True)
         else:
+            declared_so_far += size
+            # A zip declares all sizes up front: refused before its first file is written.
+            _check_size(archive, declared_so_far if declared_in_all is None else declared_in_all,
+                        max_bytes, free)
             (into / relative).parent.mkdir(parents=True, exist_ok=True)
             with open_member() as source, open(into / relative, "wb") as out:
-                shutil.copyfileobj(source, out, CHUNK_SIZE)
+                _copy_member(archive, name, source, out, size)
         if progress:
             progress(done, total)
 
@@ -104,11 +142,13 @@ def replace_directory(source: Path, dest: Path) -> None:
 
 
 def extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
-            progress: Progress | None = None) -> Path:
+            progress: Progress | None = None, max_bytes: int | None = None) -> Path:
     """Extract ``archive`` (tar, tar.gz/bz2/xz or zip): its contents become the folder ``dest``.
 
     ``dest`` is replaced as a whole, and only if the whole archive came out.
     ``progress(archive_bytes_read, archive_size)`` is called as members are written.
+    Members whose declared sizes add up to more than ``max_bytes``, or than the free disk
+    space, are refused before they are written.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -121,7 +161,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
         with open(archive, "rb") as raw:
             members = _zip_members if zipfile.is_zipfile(raw) else _tar_members
             raw.seek(0)
-            _write_members(archive, members(raw), work, progress, total)
+            _write_members(archive, members(raw), work, progress, total, max_bytes)
         if progress:
             progress(total, total)  # the archive's trailer is read but belongs to no member
         replace_directory(work, dest)

@@ -1,13 +1,18 @@
 """The checkpoint format: one ``torch.save``d dict of tensors and plain Python values.
 
 Every checkpoint holds the generator and what is needed to use it (``generator_config``,
-``direction``, ``image_size``). A training checkpoint adds the discriminator, both optimizers and
-schedulers, the iteration, the RNG states and the resolved recipe. Zoo entries are
-generator-only checkpoints. Loading always uses ``weights_only=True``: a checkpoint is data.
+``direction``, ``image_size``: an int for a square, else [height, width]). Checkpoints written
+since preprocessing modes and N-channel data add ``preprocess`` (mode, load and crop sizes) and
+``normalization`` (per side: the files' dtype and the value range mapped to [-1, 1]); older
+ones read as ``resize_and_crop`` at ``image_size`` on 8-bit files. A training checkpoint adds
+the discriminator, both optimizers and schedulers, the iteration, the RNG states and the resolved
+recipe. Zoo entries are generator-only checkpoints. Loading always uses ``weights_only=True``:
+a checkpoint is data.
 """
 
 import os
 import pickle
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,23 +20,58 @@ from typing import Any
 import torch
 from torch import nn
 
+from p2p import safe_pickle
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, build_generator
-from p2p.paths import atomic_path
+from p2p.paths import atomic_file
 
 FORMAT = "p2p-checkpoint/1"
 LATEST = "latest.pt"  # in a run directory: checkpoints/latest.pt
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    # To a file object, not a path: torch then writes through Python, so a failed write keeps
+    # its reason (disk full, ...) instead of becoming an "unexpected pos" RuntimeError.
+    with atomic_file(path) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
-def generator_state(generator: nn.Module, direction: str, image_size: int) -> dict[str, Any]:
-    """The part of a checkpoint that translation needs."""
-    return {"generator_config": asdict(generator.config), "direction": direction,
-            "image_size": image_size, "generator": generator.state_dict()}
+def generator_state(generator: nn.Module, direction: str, image_size: int | tuple[int, int],
+                    preprocess: dict | None = None,
+                    normalization: dict | None = None) -> dict[str, Any]:
+    """The part of a checkpoint that translation needs. ``preprocess`` is
+    ``Preprocess.to_dict()``; ``normalization`` maps ``source`` and ``target`` to
+    ``{"dtype": ..., "range": [min, max], "explicit": bool}`` (explicit: set by data.range, not
+    by the files' depth)."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    state = {"generator_config": asdict(generator.config), "direction": direction,
+             "image_size": height if height == width else [height, width],
+             "generator": generator.state_dict()}
+    if preprocess is not None:
+        state["preprocess"] = preprocess
+    if normalization is not None:
+        state["normalization"] = normalization
+    return state
+
+
+def image_size_of(state: dict) -> tuple[int, int]:
+    """The (height, width) a checkpoint's generator was trained at."""
+    size = state["image_size"]
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def preprocess_of(state: dict) -> dict:
+    """The checkpoint's preprocessing; checkpoints from before the modes resized to their size."""
+    if "preprocess" in state:
+        return state["preprocess"]
+    size = list(image_size_of(state))
+    return {"mode": "resize_and_crop", "load_size": size, "crop_size": size}
+
+
+def normalization_of(state: dict) -> dict:
+    """The checkpoint's value ranges per side; before N-channel data, 8-bit files."""
+    eight_bit = {"dtype": "uint8", "range": [0.0, 255.0], "explicit": False}
+    return state.get("normalization", {"source": eight_bit, "target": eight_bit})
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -49,20 +89,58 @@ def resolve(path: str | os.PathLike) -> Path:
 
 
 def load_weights_only(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                      mmap: bool = False) -> Any:
+                      mmap: bool = False, *, inert_classes: bool = False) -> Any:
     """``torch.load`` of any file (ours or published) that refuses arbitrary pickled objects.
 
     ``mmap=True`` (files written by ``torch.save``) reads tensors only when they are used.
+    ``inert_classes=True`` (another tool's training checkpoint, e.g. mmagic 1.x / mmengine's):
+    objects of classes that weights-only loading refuses are read as inert placeholders by
+    ``p2p.safe_pickle`` (tensors on the CPU) instead; functions are still refused.
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise P2PError(f"{path}: refused to load: it needs arbitrary pickled objects, which could "
-                       f"run code ({str(exc).splitlines()[0]})",
-                       "only load checkpoints from sources you trust, converted by p2p") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise P2PError(f"{path}: not a readable checkpoint ({exc})",
-                       "the file may be truncated or corrupt") from None
+        refused = _refused_global(str(exc))
+        if refused is None:
+            raise _unreadable(path) from None
+    except OSError as exc:
+        raise P2PError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise
+    except Exception:  # anything else while parsing an untrusted file: it is not a checkpoint
+        raise _unreadable(path) from None
+    if not inert_classes or not safe_pickle.is_zip_format(path):
+        raise _refused(path, refused)
+    try:
+        return safe_pickle.load(path)
+    except safe_pickle.RefusedGlobal as exc:
+        raise _refused(path, exc.name) from None
+    except (OSError, MemoryError):
+        raise
+    except Exception:
+        raise _unreadable(path) from None
+
+
+def _refused_global(message: str) -> str | None:
+    """The global that torch's weights-only unpickler refused, or None when the file is corrupt.
+
+    torch names it as "GLOBAL <name> was not an allowed global" or "GLOBAL <name> whose module
+    ... is blocked"; a corrupt file yields other complaints, or a name that cannot exist.
+    """
+    match = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", message)
+    if match is None or not safe_pickle.could_exist(match[1]):
+        return None
+    return match[1]
+
+
+def _refused(path: str | os.PathLike, name: str) -> P2PError:
+    return P2PError(f"{path}: refused to load: it needs {name}, which could run code",
+                    "only load checkpoints from sources you trust, converted by p2p")
+
+
+def _unreadable(path: str | os.PathLike) -> P2PError:
+    return P2PError(f"{path}: not a readable checkpoint (corrupt, truncated or not a PyTorch "
+                    "file)", "check its size and checksum, or download it again")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -15,6 +15,7 @@ import requests
 import urllib3
 
 from p2p.errors import P2PError
+from p2p.paths import write_error
 
 # Seconds before the first retry; doubled after each failed attempt (tests set it to 0).
 BACKOFF_BASE = 1.0
@@ -157,8 +158,7 @@ def download(url: str, dest: Path, *, sha256: str | None = None, size: int | Non
             last_error = str(exc)
             continue
         except OSError as exc:
-            raise P2PError(f"cannot write {part}: {exc.strerror or exc}",
-                           "free some disk space or choose another folder") from None
+            raise write_error(part, exc) from None
         _verify(part, url, size, expected)
         os.replace(part, dest)
         return dest

@@ -1,4 +1,4 @@
-"""The one exception type for failures a user can cause and fix."""
+"""The exception for failures a user can cause and fix, and the one for a stop before training."""
 
 
 class P2PError(Exception):
@@ -17,3 +17,10 @@ class P2PError(Exception):
         line = self.message if not self.hint else f"{self.message} ({self.hint})"
         # One line, always: messages may embed paths or server replies with newlines.
         return " ".join(line.split())
+
+
+class StoppedBeforeStart(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived before the training loop began: nothing was trained or saved.
+
+    ``str()`` is the signal's name. The CLI says so and exits with 130.
+    """

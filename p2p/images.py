@@ -3,11 +3,18 @@
 Reading is defensive because datasets and user folders contain every kind of file: empty files,
 truncated JPEGs, 16-bit PNGs, RGBA and palette images, and files whose header declares absurd
 dimensions. What can be converted is converted; the rest raises P2PError naming the file.
+
+Two readers. ``open_image``/``read_image`` give 8-bit RGB or gray (16-bit scaled down): what the
+metrics, reports and dataset tools want. ``read_raster`` gives the pixels as stored, for training
+and translation on any data: (H, W, C) uint8, uint16 or float32 from 8- and 16-bit PNG, TIFF
+(multi-channel and multi-page, with tifffile) and ``.npy``. ``save_raster`` writes such arrays
+back in their depth, the format following the extension.
 """
 
 import io
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +26,7 @@ from p2p.paths import write_bytes_atomic
 
 # What we read and write: extension -> Pillow format.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
-           ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM"}
+           ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".npy": "NPY"}
 IMAGE_EXTENSIONS = set(FORMATS)
 # Larger than any dataset image (maps are 1200x600) by far, small enough that a hostile header
 # cannot make us allocate gigabytes.
@@ -47,11 +54,12 @@ def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
     return Image.fromarray((array // 257).astype(np.uint8), mode="L")
 
 
-def open_image(source: Source, channels: int = 3, name: str | None = None) -> Image.Image:
-    """Decode ``source`` (a path or encoded bytes) into a PIL image of mode RGB (3) or L (1)."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    label = name or (f"{source}" if not isinstance(source, bytes) else "<stdin>")
+def _label(source: Source, name: str | None) -> str:
+    return name or (f"{source}" if not isinstance(source, bytes) else "<stdin>")
+
+
+def _open_pil(source: Source, label: str) -> Image.Image:
+    """Decode with Pillow, turning every way a file can be bad into a P2PError naming it."""
     try:
         if isinstance(source, bytes):
             if not source:
@@ -79,7 +87,14 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
-    return _convert(img, channels)
+    return img
+
+
+def open_image(source: Source, channels: int = 3, name: str | None = None) -> Image.Image:
+    """Decode ``source`` (a path or encoded bytes) into a PIL image of mode RGB (3) or L (1)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return _convert(_open_pil(source, _label(source, name)), channels)
 
 
 def _convert(img: Image.Image, channels: int) -> Image.Image:
@@ -143,3 +158,357 @@ def encode_image(img: Image.Image | torch.Tensor, fmt: str = "PNG") -> bytes:
 def save_image(img: Image.Image | torch.Tensor, path: str | os.PathLike) -> None:
     """Write an image atomically; the format follows the file extension."""
     write_bytes_atomic(path, encode_image(img, _format_for(path)))
+
+
+# ---- any depth, any channel count: the training and translation path -----------------------
+
+# The value range of each integer depth: what [-1, 1] maps to unless data.range says otherwise.
+DEPTH_RANGES = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
+_PNG_CHANNELS = (1, 3)  # what PNG and the 8-bit formats hold here (2 and 4 would read as alpha)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_NPY_SIGNATURE = b"\x93NUMPY"
+
+
+@dataclass(frozen=True)
+class Raster:
+    """Pixels as the file stores them: (H, W, C) uint8, uint16 or float32, and the file's format
+    (``PNG``, ``TIFF``, ``NPY``, ``JPEG``, ...). The dtype is the bit depth."""
+
+    pixels: np.ndarray
+    format: str
+
+    @property
+    def depth(self) -> str:
+        return self.pixels.dtype.name
+
+
+def _kind(source: Source) -> str:
+    """``TIFF``, ``NPY`` or ``PIL`` (everything Pillow reads), by extension or by content."""
+    if isinstance(source, bytes):
+        if source.startswith(_NPY_SIGNATURE):
+            return "NPY"
+        return "TIFF" if source[:4] in _TIFF_SIGNATURES else "PIL"
+    suffix = Path(source).suffix.lower()
+    return {".tif": "TIFF", ".tiff": "TIFF", ".npy": "NPY"}.get(suffix, "PIL")
+
+
+def read_raster(source: Source, name: str | None = None) -> Raster:
+    """Decode ``source`` (a path or encoded bytes) into its pixels at their own bit depth.
+
+    8- and 16-bit PNG (gray, RGB, with alpha as a channel), every format Pillow reads at 8 bits,
+    TIFF (pages and samples become channels, in that order) and ``.npy`` (H x W or H x W x C).
+    Integers other than uint8 and uint16, and floats, become float32.
+    """
+    label = _label(source, name)
+    kind = _kind(source)
+    if kind == "NPY":
+        pixels = _read_npy(source, label)
+    elif kind == "TIFF":
+        pixels = _read_tiff(source, label)
+    else:
+        data = source if isinstance(source, bytes) else None
+        if data is None and Path(source).suffix.lower() == ".png":
+            data = _read_bytes(source, label)
+        if data is not None and _is_16bit_color_png(data):
+            pixels = _read_png16_color(data, label)  # Pillow keeps only the top 8 bits of these
+        else:
+            img = _open_pil(data if data is not None else source, label)
+            return Raster(_pil_pixels(img, label), img.format or "PNG")
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
+        raise P2PError(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too large",
+                       "resize it below 16384x16384 first")
+    return Raster(pixels, kind if kind != "PIL" else "PNG")
+
+
+def _read_bytes(path: str | os.PathLike, label: str) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise P2PError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise P2PError(f"{label}: is a folder, not an image") from None
+    except OSError as exc:
+        raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise P2PError(f"{label}: empty file (0 bytes), not an image")
+    return data
+
+
+def _as_hwc(pixels: np.ndarray, label: str) -> np.ndarray:
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or 0 in pixels.shape:
+        raise P2PError(f"{label}: array of shape {pixels.shape} is not an image",
+                       "images are H x W or H x W x C")
+    if pixels.dtype in (np.uint8, np.uint16, np.float32):
+        return pixels
+    if pixels.dtype.kind not in "uif" and pixels.dtype != np.bool_:
+        raise P2PError(f"{label}: values of type {pixels.dtype} are not pixels",
+                       "store integers or floats")
+    return pixels.astype(np.float32)
+
+
+def _read_npy(source: Source, label: str) -> np.ndarray:
+    data = source if isinstance(source, bytes) else _read_bytes(source, label)
+    try:
+        pixels = np.load(io.BytesIO(data), allow_pickle=False)  # data, never pickled objects
+    except (ValueError, OSError, EOFError) as exc:
+        raise P2PError(f"{label}: not a readable .npy array ({exc})") from None
+    return _as_hwc(pixels, label)
+
+
+def _read_tiff(source: Source, label: str) -> np.ndarray:
+    import tifffile
+
+    data = source if isinstance(source, bytes) else _read_bytes(source, label)
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            series = tif.series[0]
+            pixels, axes = series.asarray(), series.axes
+    except ValueError as exc:
+        if "imagecodecs" not in str(exc):
+            raise P2PError(f"{label}: corrupt or unreadable TIFF ({exc})") from None
+        # A compression tifffile decodes only with imagecodecs (LZW, JPEG): Pillow's libtiff
+        # reads the common single-page 8- and 16-bit ones.
+        try:
+            img = _open_pil(data, label)
+        except P2PError:
+            raise P2PError(f"{label}: this TIFF's compression needs the imagecodecs package",
+                           "pip install 'p2p[tiff]'") from None
+        return _pil_pixels(img, label)
+    except (tifffile.TiffFileError, OSError, IndexError, KeyError) as exc:
+        raise P2PError(f"{label}: corrupt or unreadable TIFF ({exc})") from None
+    if "Y" not in axes or "X" not in axes:
+        raise P2PError(f"{label}: TIFF axes {axes!r} hold no image plane")
+    # Rows and columns first; every other axis (pages, channels, samples) becomes channels.
+    order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
+    pixels = pixels.transpose(order)
+    return _as_hwc(pixels.reshape(pixels.shape[0], pixels.shape[1], -1), label)
+
+
+def _is_16bit_color_png(data: bytes) -> bool:
+    # IHDR is the first chunk: bit depth at byte 24, colour type at 25 (2 RGB, 4 LA, 6 RGBA).
+    return data.startswith(_PNG_SIGNATURE) and len(data) > 25 and data[24] == 16 and \
+        data[25] in (2, 4, 6)
+
+
+def _read_png16_color(data: bytes, label: str) -> np.ndarray:
+    import png  # pypng: Pillow has no 16-bit colour mode
+
+    try:
+        width, height, rows, info = png.Reader(bytes=data).asDirect()
+        if width * height > MAX_PIXELS:
+            raise P2PError(f"{label}: image size {width}x{height} is too large",
+                           "resize it below 16384x16384 first")
+        pixels = np.vstack([np.asarray(row, np.uint16) for row in rows])
+    except png.Error as exc:
+        raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
+    return pixels.reshape(height, width, info["planes"])
+
+
+def _pil_pixels(img: Image.Image, label: str) -> np.ndarray:
+    """A decoded PIL image's pixels at its depth; palettes expanded, alpha kept as a channel."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img).astype(np.uint16)[:, :, None]
+    if img.mode == "I":  # 32-bit integers: 16-bit data when it fits
+        array = np.asarray(img)
+        if array.min() >= 0 and array.max() <= 65535:
+            return array.astype(np.uint16)[:, :, None]
+        return array.astype(np.float32)[:, :, None]
+    if img.mode == "F":
+        return np.asarray(img, np.float32)[:, :, None]
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGB")  # 1, CMYK, YCbCr, ...
+    return _as_hwc(np.array(img), label)  # np.array: writable (torch.from_numpy wants that)
+
+
+def match_channels(pixels: np.ndarray, channels: int, label: str, hint: str) -> np.ndarray:
+    """``pixels`` (H, W, C) with ``channels`` channels: gray <-> RGB and alpha composited on
+    white as ``open_image`` does; any other difference is an error naming the file."""
+    have = pixels.shape[2]
+    if have == channels:
+        return pixels
+    if have in (2, 4) and channels == have - 1:  # colour + alpha: composite on white
+        top = DEPTH_RANGES.get(pixels.dtype.name, (0.0, 1.0))[1]
+        alpha = pixels[:, :, -1:].astype(np.float32) / top
+        blended = pixels[:, :, :-1] * alpha + top * (1 - alpha)
+        return _cast_like(blended, pixels.dtype)
+    if have == 1 and channels == 3:
+        return np.repeat(pixels, 3, axis=2)
+    if have in (3, 4) and channels == 1:  # ITU-R 601-2 luma, as Pillow's convert("L")
+        rgb = match_channels(pixels, 3, label, hint) if have == 4 else pixels
+        luma = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        return _cast_like(luma[:, :, None], pixels.dtype)
+    raise P2PError(f"{label}: {have} channel(s), but {channels} are expected", hint)
+
+
+def _cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    top = DEPTH_RANGES[dtype.name][1]
+    return np.clip(np.rint(values), 0, top).astype(dtype)
+
+
+def normalize(x: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Values in ``value_range`` -> float [-1, 1], as a new tensor (``x`` is left alone)."""
+    low, high = value_range
+    x = x.to(torch.float32, copy=True)  # one conversion; float input is copied, not changed
+    if low:
+        x = x.sub_(low)
+    return x.div_((high - low) / 2).sub_(1.0)
+
+
+def denormalize(x: torch.Tensor, dtype: str, value_range: tuple[float, float]) -> np.ndarray:
+    """Float [-1, 1] (C, H, W) -> (H, W, C) array of ``dtype`` over ``value_range``.
+
+    8 bits truncate, as the published code saves images (``to_uint8``); 16 bits round; floats
+    are mapped without clamping."""
+    low, high = value_range
+    x = x.detach().float().cpu()
+    if dtype == "uint8" and value_range == DEPTH_RANGES["uint8"]:
+        return to_uint8(x).permute(1, 2, 0).numpy()
+    if dtype != "float32":
+        x = x.clamp(-1, 1)
+    values = ((x + 1) * ((high - low) / 2) + low).permute(1, 2, 0).numpy()
+    return values.astype(np.float32) if dtype == "float32" else _cast_like(values, np.dtype(dtype))
+
+
+def output_suffix(source_suffix: str, png_holds_output: bool = True) -> str:
+    """The default output extension for an input: TIFF stays TIFF, .npy stays .npy, the rest
+    becomes PNG, or TIFF when PNG cannot hold the output (``can_hold``)."""
+    kind = {".tif": ".tif", ".tiff": ".tif", ".npy": ".npy"}.get(source_suffix.lower())
+    return kind or (".png" if png_holds_output else ".tif")
+
+
+def can_hold(fmt: str, channels: int, dtype: str) -> bool:
+    """Whether format ``fmt`` (a ``FORMATS`` value) stores ``channels`` channels of ``dtype``."""
+    if fmt in ("TIFF", "NPY"):
+        return True
+    depths = ("uint8", "uint16") if fmt == "PNG" else ("uint8",)
+    return channels in _PNG_CHANNELS and dtype in depths
+
+
+def check_writable(path: str | os.PathLike, channels: int, dtype: str) -> None:
+    """Raise P2PError naming the fix when ``path``'s format cannot hold such pixels."""
+    fmt = _format_for(path)
+    if not can_hold(fmt, channels, dtype):
+        bits = "8- and 16-bit" if fmt == "PNG" else "8-bit"
+        raise P2PError(f"{path}: {fmt} holds {bits} images of 1 or 3 channels, not "
+                       f"{channels} channel(s) of {dtype}", "write .tif (--ext tif) or .npy")
+
+
+def encode_raster(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    """Encode (H, W, C) pixels in ``fmt`` at their own depth (see ``check_writable``)."""
+    buffer = io.BytesIO()
+    if fmt == "NPY":
+        np.save(buffer, pixels if pixels.shape[2] > 1 else pixels[:, :, 0], allow_pickle=False)
+    elif fmt == "TIFF":
+        import tifffile
+
+        channels = pixels.shape[2]
+        photometric = "rgb" if channels == 3 and pixels.dtype != np.float32 else "minisblack"
+        tifffile.imwrite(buffer, pixels if channels > 1 else pixels[:, :, 0],
+                         photometric=photometric, planarconfig="contig", compression="zlib")
+    elif pixels.dtype == np.uint16 and pixels.shape[2] == 3:
+        import png  # pypng: Pillow cannot write 16-bit colour
+
+        height, width, _ = pixels.shape
+        png.Writer(width, height, greyscale=False, bitdepth=16).write(
+            buffer, pixels.reshape(height, width * 3))
+    else:
+        return encode_image(Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels),
+                            fmt)
+    return buffer.getvalue()
+
+
+def save_raster(pixels: np.ndarray, path: str | os.PathLike) -> None:
+    """Write (H, W, C) pixels atomically at their depth; the format follows the extension."""
+    check_writable(path, pixels.shape[2], pixels.dtype.name)
+    write_bytes_atomic(path, encode_raster(pixels, _format_for(path)))
+
+
+def preview_rgb(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) as 3 channels for viewing: gray repeated, the first three of more, the first
+    of two."""
+    channels = x.shape[1]
+    if channels >= 3:
+        return x[:, :3]
+    return x[:, :1].expand(-1, 3, -1, -1)
+
+
+def read_8bit_image(source: Source, name: str | None = None) -> torch.Tensor:
+    """An 8-bit RGB (or gray, made RGB) image as a uint8 (3, H, W) tensor, for FID and IS: their
+    Inception networks were trained on 8-bit RGB photos, so other data is refused."""
+    label = _label(source, name)
+    if _kind(source) == "PIL" and not _is_16bit_color_png(_head(source)):
+        img = _open_pil(source, label)
+        if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return pil_to_tensor(_convert(img, 3))
+        pixels = _pil_pixels(img, label)
+    else:
+        pixels = read_raster(source, name).pixels
+    if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3, 4):
+        return torch.from_numpy(match_channels(pixels, 3, label, "")).permute(2, 0, 1).contiguous()
+    depth = {"uint16": "16-bit", "float32": "floating-point"}.get(pixels.dtype.name, "8-bit")
+    raise P2PError(f"{label}: a {depth} image of {pixels.shape[2]} channel(s); FID and IS apply "
+                   "to 8-bit RGB images only", "convert the images to 8-bit RGB to score them")
+
+
+def _head(source: Source) -> bytes:
+    """The first bytes of a file (enough for a PNG header); empty when unreadable."""
+    if isinstance(source, bytes):
+        return source[:32]
+    try:
+        with open(source, "rb") as f:
+            return f.read(32)
+    except OSError:
+        return b""  # the reader reports it, naming the file
+
+
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def decode_image(source: Source, name: str | None = None) -> Image.Image | np.ndarray:
+    """Decode for training and translation: an 8-bit image Pillow reads stays a PIL image (its
+    converting and resizing are the fast path); anything else is its (H, W, C) array."""
+    label = _label(source, name)
+    kind = _kind(source)
+    suffix = "" if isinstance(source, bytes) else Path(source).suffix.lower()
+    if kind == "PIL" and not ((isinstance(source, bytes) or suffix == ".png")
+                              and _is_16bit_color_png(_head(source))):
+        img = _open_pil(source, label)
+        return img if img.mode not in _HIGH_DEPTH_MODES else _pil_pixels(img, label)
+    return read_raster(source, name).pixels
+
+
+def to_channels(image: Image.Image | np.ndarray, channels: int, label: str,
+                hint: str) -> Image.Image | np.ndarray:
+    """``image`` with ``channels`` channels: a PIL image becomes mode L or RGB (as
+    ``open_image``) when 1 or 3 are asked, else its array; see ``match_channels``."""
+    if isinstance(image, Image.Image):
+        if channels in (1, 3):
+            return _convert(image, channels)
+        image = _pil_pixels(image, label)
+    return match_channels(image, channels, label, hint)
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(height, width) of a PIL image or an (H, W, C) array."""
+    return (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
+
+
+def resize_pixels(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """Bicubic resize of (C, H, W) to ``size`` (height, width), keeping the dtype (integers are
+    rounded and clamped to their depth). ``antialias`` widens the kernel when shrinking, as
+    Pillow's resize does."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    out = torch.nn.functional.interpolate(x[None].float(), size, mode="bicubic",
+                                          align_corners=False, antialias=antialias)[0]
+    if x.dtype.is_floating_point:
+        return out.to(x.dtype)
+    top = DEPTH_RANGES[str(x.dtype).removeprefix("torch.")][1]
+    return out.round_().clamp_(0, top).to(x.dtype)

@@ -4,9 +4,12 @@ A recipe has three sections, ``data``, ``model`` and ``train``. Unknown keys are
 suggest the closest valid key; ``--set section.key=value`` overrides any field.
 """
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import os
+import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -15,10 +18,13 @@ from typing import Any, Literal
 
 import yaml
 
+from p2p.data.preprocess import MODES, Preprocess, as_size
 from p2p.errors import P2PError
-from p2p.models import DiscriminatorConfig, GeneratorConfig
+from p2p.models import DiscriminatorConfig, GeneratorConfig, input_multiple
 
 RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}  # model.generator -> residual blocks
+
+ValueRange = list[float]  # [min, max]: the values that map to -1 and 1
 
 
 @dataclass
@@ -26,14 +32,31 @@ class DataConfig:
     path: str = "synthetic"  # a dataset name (`p2p data list`) or a folder
     direction: Literal["AtoB", "BtoA"] = "AtoB"
     split: str = "train"
-    load_size: int = 286  # resize both images to this square size (bicubic) ...
-    crop_size: int = 256  # ... then take the same random crop of A and B
+    # Sizes are an int (a square) or [height, width]; see `preprocess` for how they are used.
+    load_size: int | list[int] = 286  # resize both images to this size (bicubic) ...
+    crop_size: int | list[int] = 256  # ... then take the same random crop of A and B
     flip: bool = True  # the same random horizontal flip for A and B
-    in_channels: Literal[1, 3] = 3
-    out_channels: Literal[1, 3] = 3
+    in_channels: int = 3  # any count; gray files become RGB and back, others must match
+    out_channels: int = 3
     batch_size: int = 1  # the global batch: with N processes, each trains on batch_size / N
     cache_gb: float = 4.0  # keep the decoded split in memory when it fits in this budget
     workers: int = 2  # decoding threads when the split is read from disk
+    # resize_and_crop, crop, scale_width (load_size = the width), scale_width_and_crop, none
+    # (sides to the nearest multiple of 2^num_downs): see p2p/data/preprocess.py
+    preprocess: Literal[MODES] = "resize_and_crop"
+    # Values mapped to [-1, 1]: null = by the files' depth (uint8 0..255, uint16 0..65535; floats
+    # need a range); [min, max] for both sides; or {A: [min, max], B: [min, max]}.
+    range: ValueRange | dict[str, ValueRange] | None = None
+
+    def preprocessing(self) -> Preprocess:
+        return Preprocess(self.preprocess, as_size(self.load_size), as_size(self.crop_size))
+
+    def side_ranges(self) -> tuple[ValueRange | None, ValueRange | None]:
+        """The value ranges of the (source, target) sides; None: by the files' depth."""
+        by_side = self.range if isinstance(self.range, dict) else {"A": self.range,
+                                                                   "B": self.range}
+        a, b = by_side.get("A"), by_side.get("B")
+        return (a, b) if self.direction == "AtoB" else (b, a)
 
 
 @dataclass
@@ -78,6 +101,10 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def generator_stride(self) -> int:
+        """Every side the generator sees must be a multiple of this."""
+        return input_multiple(self.generator_config())
+
     def generator_config(self) -> GeneratorConfig:
         m = self.model
         blocks = RESNET_BLOCKS.get(m.generator)
@@ -95,8 +122,34 @@ class Recipe:
 
 
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key[:SHOWN_CHARS], valid, n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
+
+
+SHOWN_CHARS = 60  # of a value quoted in a message: messages stay one short line
+_reprs = reprlib.Repr()
+_reprs.maxlevel, _reprs.maxstring, _reprs.maxother = 2, SHOWN_CHARS, SHOWN_CHARS
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to about SHOWN_CHARS characters (reprlib stops early,
+    so a huge value costs little)."""
+    try:
+        text = _reprs.repr(value)
+    except ValueError:  # an int too long for str() (Python's 4300-digit limit)
+        text = f"<a {value.bit_length()}-bit number>" if isinstance(value, int) else "<value>"
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
+
+
+def _describe(kind: Any) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
+    return "null" if kind is type(None) else kind.__name__
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
@@ -104,10 +157,28 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
-            raise P2PError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+            raise P2PError(f"{where}: {shown(value)} is not one of "
+                           f"{', '.join(map(str, choices))}")
         return value
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported recipe field type {kind}")
+        for member in typing.get_args(kind):
+            with contextlib.suppress(P2PError):
+                return _coerce(value, member, where)
+        raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+    if kind is type(None):
+        if value is not None:
+            raise P2PError(f"{where}: expected null, got {shown(value)}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+        return [_coerce(item, typing.get_args(kind)[0], where) for item in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise P2PError(f"{where}: expected {_describe(kind)}, got {shown(value)}")
+        key_kind, value_kind = typing.get_args(kind)
+        return {_coerce(k, key_kind, where): _coerce(v, value_kind, f"{where}.{k}")
+                for k, v in value.items()}
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
@@ -120,20 +191,20 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     if kind in (int, float, str, bool) and not (
         isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     ):
-        raise P2PError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise P2PError(f"{where}: expected {kind.__name__}, got {shown(value)}")
     return value
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
     if not isinstance(values, dict):
-        raise P2PError(f"{where}: expected a mapping of keys to values, got {values!r}")
+        raise P2PError(f"{where}: expected a mapping of keys to values, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise P2PError(f"unknown recipe key '{path}'", _suggest(str(key), names))
+            raise P2PError(f"unknown recipe key {shown(path)}", _suggest(str(key), names))
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value or {}, path)
@@ -142,50 +213,192 @@ def _build(cls: type, values: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+# Upper bounds that no sensible recipe reaches; above them a value can only be a slip, and
+# refusing it here keeps the memory estimate and torch's seeds within 64-bit integers.
+MAX_COUNT = 2**31 - 1  # iterations, intervals, batch size: 2 billion iterations is years
+MAX_SIZE = 16384  # images.MAX_PIXELS is 16384^2: larger images are refused when read anyway
+# The published networks use ngf = ndf = 64. At 1024 a unet_256 generator alone has ~14 billion
+# parameters: ~220 GB for its fp32 weights, gradients and Adam state, beyond any single GPU or
+# ordinary machine, so wider is a typo. Below it, whether a width fits the machine at hand is
+# for the memory check before training (p2p.footprint).
+MAX_WIDTH = 1024
+MAX_WORKERS = 1024  # decoding threads; more than any machine's cores
+MAX_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
+
+
+def _validate_data(d: DataConfig, stride: int) -> None:
+    for key in ("load_size", "crop_size"):
+        value = getattr(d, key)
+        if isinstance(value, list) and len(value) != 2:
+            raise P2PError(f"recipe: data.{key} is one number or [height, width], "
+                           f"got {shown(value)}")
+        if min(as_size(value)) <= 0:
+            raise P2PError(f"recipe: data.{key} must be positive, got {shown(value)}")
+    for key in ("in_channels", "out_channels"):
+        if getattr(d, key) < 1:
+            raise P2PError(f"recipe: data.{key} must be at least 1, got {getattr(d, key)}")
+    load, crop = as_size(d.load_size), as_size(d.crop_size)
+    if d.preprocess.startswith("scale_width") and isinstance(d.load_size, list):
+        raise P2PError(f"recipe: data.load_size is the width with data.preprocess {d.preprocess}, "
+                       f"got {shown(d.load_size)}", "give one number")
+    checked = {"resize_and_crop": (0, 1), "scale_width_and_crop": (1,)}.get(d.preprocess, ())
+    if any(crop[i] > load[i] for i in checked):
+        raise P2PError(f"recipe: data.crop_size ({shown(d.crop_size)}) is larger than "
+                       f"data.load_size "
+                       f"({shown(d.load_size)})", "crop_size must be <= load_size")
+    if crop[0] % stride or crop[1] % stride:
+        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
+                       f"{stride}, the generator's stride (2^model.num_downs for the U-Net, 4 "
+                       "for a ResNet)", "use crop_size 256 with num_downs 8, or 128 with 7"
+                       if stride > 4 else "use a multiple of 4, e.g. 256")
+    ranges = d.range.items() if isinstance(d.range, dict) else [(None, d.range)]
+    for side, value_range in ranges:
+        where = f"data.range.{side}" if side is not None else "data.range"
+        if side not in (None, "A", "B"):
+            raise P2PError(f"recipe: unknown side {where}", "the sides are A and B")
+        if value_range is not None and (len(value_range) != 2 or
+                                        not value_range[0] < value_range[1]):
+            raise P2PError(f"recipe: {where} must be [min, max] with min < max, got "
+                           f"{shown(value_range)}")
+
+
 def _validate(recipe: Recipe) -> Recipe:
     d, m, t = recipe.data, recipe.model, recipe.train
-    positive = {"data.load_size": d.load_size, "data.crop_size": d.crop_size,
-                "data.batch_size": d.batch_size, "model.ngf": m.ngf, "model.ndf": m.ndf,
+    positive = {"data.batch_size": d.batch_size, "model.ngf": m.ngf, "model.ndf": m.ndf,
                 "train.iters": t.iters, "train.log_every": t.log_every,
                 "train.sample_every": t.sample_every, "train.checkpoint_every": t.checkpoint_every}
     for key, value in positive.items():
         if value <= 0:
-            raise P2PError(f"recipe: {key} must be positive, got {value}")
-    if d.crop_size > d.load_size:
-        raise P2PError(f"recipe: data.crop_size ({d.crop_size}) is larger than data.load_size "
-                       f"({d.load_size})", "crop_size must be <= load_size")
-    if m.generator != "unet":
-        if d.crop_size % 4:
-            raise P2PError(f"recipe: data.crop_size {d.crop_size} is not a multiple of 4, which "
-                           f"model.generator {m.generator} needs (two stride-2 levels)",
-                           f"use e.g. crop_size {d.crop_size - d.crop_size % 4 or 4}")
-    elif not 5 <= m.num_downs <= 9:
-        raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {m.num_downs}")
-    elif d.crop_size % 2**m.num_downs:
-        raise P2PError(f"recipe: data.crop_size {d.crop_size} is not a multiple of "
-                       f"2^model.num_downs = {2**m.num_downs}",
-                       "use crop_size 256 with num_downs 8, or 128 with 7")
+            raise P2PError(f"recipe: {key} must be positive, got {shown(value)}")
+    if m.generator == "unet" and not 5 <= m.num_downs <= 9:
+        raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {shown(m.num_downs)}")
+    _validate_data(d, recipe.generator_stride())
+    width_hint = "the published runs use 64"
+    at_most = {"data.load_size": (max(as_size(d.load_size)), MAX_SIZE, None),
+               "data.crop_size": (max(as_size(d.crop_size)), MAX_SIZE, None),
+               "data.in_channels": (d.in_channels, MAX_WIDTH, None),
+               "data.out_channels": (d.out_channels, MAX_WIDTH, None),
+               "data.batch_size": (d.batch_size, MAX_COUNT, None),
+               "data.workers": (d.workers, MAX_WORKERS, None),
+               "model.ngf": (m.ngf, MAX_WIDTH, width_hint),
+               "model.ndf": (m.ndf, MAX_WIDTH, width_hint),
+               "train.iters": (t.iters, MAX_COUNT, None),
+               "train.log_every": (t.log_every, MAX_COUNT, None),
+               "train.sample_every": (t.sample_every, MAX_COUNT, None),
+               "train.checkpoint_every": (t.checkpoint_every, MAX_COUNT, None)}
+    for key, (value, limit, hint) in at_most.items():
+        if value > limit:
+            raise P2PError(f"recipe: {key} must be at most {limit}, got {shown(value)}", hint)
+    if d.workers < 0:
+        raise P2PError(f"recipe: data.workers must not be negative, got {d.workers}")
+    if not (math.isfinite(d.cache_gb) and d.cache_gb >= 0):
+        raise P2PError(f"recipe: data.cache_gb must be a finite number >= 0, got {d.cache_gb}",
+                       "0 reads every batch from disk")
     if not 0 <= m.d_layers <= 5:
-        raise P2PError(f"recipe: model.d_layers must be between 0 and 5, got {m.d_layers}")
+        raise P2PError(f"recipe: model.d_layers must be between 0 and 5, got {shown(m.d_layers)}")
+    # The PatchGAN's output side, if d_layers > 0.
+    patch_side = min(as_size(d.crop_size)) // 2**m.d_layers - 2
+    if m.d_layers and patch_side < 1:
+        raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is too small for "
+                       f"model.d_layers "
+                       f"{m.d_layers} (no patch left to judge)",
+                       f"use crop_size >= {3 * 2**m.d_layers} or fewer d_layers")
     if not 0 <= t.decay_iters <= t.iters:
         raise P2PError(f"recipe: train.decay_iters must be between 0 and train.iters ({t.iters})")
-    if t.lr <= 0 or t.lambda_l1 < 0:
-        raise P2PError("recipe: train.lr must be positive and train.lambda_l1 non-negative")
+    if not (math.isfinite(t.lr) and t.lr > 0):
+        raise P2PError(f"recipe: train.lr must be a finite number > 0, got {t.lr}",
+                       "the published runs use 0.0002")
+    for key, beta in (("train.beta1", t.beta1), ("train.beta2", t.beta2)):
+        if not 0 <= beta < 1:  # NaN fails this too
+            raise P2PError(f"recipe: {key} must be in [0, 1), got {beta}",
+                           "the published runs use beta1 0.5, beta2 0.999")
+    if not (math.isfinite(t.lambda_l1) and t.lambda_l1 >= 0):
+        raise P2PError(f"recipe: train.lambda_l1 must be a finite number >= 0, got "
+                       f"{t.lambda_l1}", "the published runs use 100")
+    if not -MAX_SEED <= t.seed <= MAX_SEED:
+        raise P2PError(f"recipe: train.seed must be between -{MAX_SEED} and {MAX_SEED}, "
+                       f"got {shown(t.seed)}")
+    for key, text in (("name", recipe.name), ("data.path", d.path), ("data.split", d.split),
+                      ("train.device", t.device)):
+        if "\0" in text or len(text) > 4096:
+            raise P2PError(f"recipe: {key} {shown(text)} is not a name or path")
+    if recipe.name in ("", ".", "..") or "/" in recipe.name or "\\" in recipe.name:
+        raise P2PError(f"recipe: name {shown(recipe.name)} is not a plain folder name",
+                       "it names the run directory runs/NAME, e.g. name: facades")
     return recipe
+
+
+# A recipe is a few hundred bytes; this bounds reading and parsing (PyYAML's pure-Python parser,
+# the one that lets us refuse aliases, reads ~100 KB/s).
+MAX_RECIPE_BYTES = 64 << 10
+MAX_DEPTH = 8  # of nested mappings and lists: a recipe needs 2
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without what a recipe never needs: tags (``!!python/...``, ``!x``),
+    anchors and aliases (``&a``, ``*a``: a few hundred bytes of nested aliases expand to more
+    than memory holds), and deep nesting (the composer recurses)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = f"line {event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            raise P2PError(f"{line}: YAML anchors and aliases (&name, *name) are not allowed in "
+                           "a recipe", "write the values out")
+        if event.tag is not None:
+            tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+            raise P2PError(f"{line}: YAML tags ({shown(tag)}) are not allowed in a recipe",
+                           "write plain values")
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise P2PError(f"{line}: nested more than {MAX_DEPTH} levels deep",
+                               "a recipe has sections data, model, train of plain values")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def parse_yaml(text: str) -> Any:
+    """A recipe's YAML (a file, or a ``--set`` value) as plain values; P2PError if it is not."""
+    try:
+        loader = _RecipeLoader(text)  # the reader already refuses control characters
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise P2PError(f"not valid YAML{where}: {problem[:SHOWN_CHARS]}") from None
+    except ValueError as exc:  # a value the YAML type cannot hold: 5000 digits, a 13th month
+        raise P2PError(f"not a valid value: {str(exc)[:SHOWN_CHARS]}") from None
 
 
 def apply_override(values: dict, assignment: str) -> None:
     """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe dict."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
-        raise P2PError(f"--set {assignment!r}: expected section.key=value, e.g. train.iters=1000")
+        raise P2PError(f"--set {shown(assignment)}: expected section.key=value, "
+                       "e.g. train.iters=1000")
     *sections, leaf = key.strip().split(".")
     node = values
     for section in sections:
-        node = node.setdefault(section, {})
+        if node.get(section) is None:  # absent, or an empty section in the file
+            node[section] = {}
+        node = node[section]
         if not isinstance(node, dict):
-            raise P2PError(f"--set {assignment!r}: '{section}' is not a recipe section")
-    node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+            raise P2PError(f"--set {shown(assignment)}: {shown(section)} is not a recipe section")
+    try:
+        node[leaf] = parse_yaml(raw) if raw.strip() else ""
+    except P2PError as exc:
+        raise P2PError(f"--set {shown(assignment)}: {exc.message}",
+                       exc.hint or "quote text, e.g. --set name='\"my run\"'") from None
 
 
 def recipe_from_dict(values: dict, overrides: list[str] = ()) -> Recipe:
@@ -198,20 +411,24 @@ def recipe_from_dict(values: dict, overrides: list[str] = ()) -> Recipe:
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as file:
+            data = file.read(MAX_RECIPE_BYTES + 1)
     except FileNotFoundError:
         raise P2PError(f"{path}: no such recipe file", "see recipes/ for examples") from None
     except OSError as exc:
         raise P2PError(f"{path}: cannot read recipe ({exc.strerror})") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise P2PError(f"{path}: larger than {MAX_RECIPE_BYTES >> 10} KiB, not a recipe",
+                       "see recipes/ for examples")
     try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise P2PError(f"{path}: not valid YAML{where}") from None
-    if values is not None and not isinstance(values, dict):
-        raise P2PError(f"{path}: a recipe is a mapping with sections data, model, train")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise P2PError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                       f"{exc.start})", "save the recipe as UTF-8") from None
     try:
+        values = parse_yaml(text)
+        if values is not None and not isinstance(values, dict):
+            raise P2PError("a recipe is a mapping with sections data, model, train")
         return recipe_from_dict(values or {}, overrides)
     except P2PError as exc:
         raise P2PError(f"{path}: {exc.message}", exc.hint) from None

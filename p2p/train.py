@@ -21,21 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed
-from p2p.data.paired import (
-    PairedImages,
-    augment,
-    batch_indices,
-    center_crop,
-    to_float,
-)
+from p2p import distributed, footprint
+from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import pick_device
-from p2p.errors import P2PError
-from p2p.images import save_image
+from p2p.errors import P2PError, StoppedBeforeStart
+from p2p.images import preview_rgb, save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
 from p2p.models import PatchDiscriminator, buffers_restored, build_generator, init_weights
-from p2p.paths import write_bytes_atomic
+from p2p.paths import append_text, write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
 SAMPLE_COUNT = 4  # rows in a sample grid
@@ -140,17 +134,19 @@ class Stepper:
     memory_format: torch.memory_format
     share: slice  # this process's part of each batch (all of it without torchrun)
 
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        x = to_float(x.to(self.device, non_blocking=True))
+    def to_device(self, x: torch.Tensor, side: int) -> torch.Tensor:
+        """A batch of side 0 (source) or 1 (target) as float [-1, 1] on the device."""
+        x = to_float(x.to(self.device, non_blocking=True), self.dataset.ranges[side])
         return x.contiguous(memory_format=self.memory_format)
 
     def __call__(self, iteration: int) -> dict[str, torch.Tensor]:
         d, seed = self.recipe.data, self.recipe.train.seed
         indices = batch_indices(len(self.dataset), iteration, d.batch_size, seed)[self.share]
-        source, target = self.dataset.get_many(indices)
-        source, target = augment(source, target, d.crop_size, d.flip, seed, iteration,
+        source, target = self.dataset.get_many(indices, stack=False)  # augment stacks them
+        crop = self.dataset.preprocess.crop_size if self.dataset.preprocess.crops else None
+        source, target = augment(source, target, crop, d.flip, seed, iteration,
                                  first=self.share.start)
-        return train_step(self.models, self.to_device(source), self.to_device(target),
+        return train_step(self.models, self.to_device(source, 0), self.to_device(target, 1),
                           self.recipe, self.autocast, self.forward_g, self.forward_d)
 
 
@@ -174,8 +170,14 @@ def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: 
                    memory_format, distributed.rank_share(recipe.data.batch_size, world))
 
 
-def training_state(models: Models, recipe: Recipe, iteration: int) -> dict:
-    state = ckpt.generator_state(models.generator, recipe.data.direction, recipe.data.crop_size)
+def training_state(models: Models, recipe: Recipe, iteration: int,
+                   normalization: dict | None = None) -> dict:
+    """``normalization``: the dataset's (``PairedImages.normalization``), recorded for
+    translate."""
+    d = recipe.data
+    preprocess = d.preprocessing()
+    state = ckpt.generator_state(models.generator, d.direction, preprocess.crop_size,
+                                 preprocess.to_dict(), normalization)
     state.update(
         discriminator_config=asdict(models.discriminator.config),
         discriminator=models.discriminator.state_dict(),
@@ -188,17 +190,49 @@ def training_state(models: Models, recipe: Recipe, iteration: int) -> dict:
     return state
 
 
-def restore(models: Models, state: dict) -> int:
-    models.generator.load_state_dict(state["generator"])
-    models.discriminator.load_state_dict(state["discriminator"])
-    models.opt_g.load_state_dict(state["optimizer_g"])
-    models.opt_d.load_state_dict(state["optimizer_d"])
-    models.sched_g.load_state_dict(state["scheduler_g"])
-    models.sched_d.load_state_dict(state["scheduler_d"])
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-    return int(state["iteration"])
+# What --resume needs from a checkpoint, with the type each piece must have.
+RESUME_STATE = {"generator": dict, "discriminator": dict, "optimizer_g": dict,
+                "optimizer_d": dict, "scheduler_g": dict, "scheduler_d": dict,
+                "iteration": int, "rng_cpu": torch.Tensor, "rng_cuda": list}
+
+
+def restore(models: Models, state: dict, source: str | Path = "the checkpoint") -> int:
+    """Load a training checkpoint into ``models`` (and the RNG); returns its iteration.
+
+    A piece that is missing, of the wrong type or from another architecture is a P2PError
+    naming it (``source`` names the file)."""
+    missing = [key for key in RESUME_STATE if key not in state]
+    if missing:
+        raise P2PError(f"{source}: cannot resume: the checkpoint has no {', '.join(missing)}",
+                       "it is not a training checkpoint of p2p; start a new run from the recipe")
+    for key, kind in RESUME_STATE.items():
+        if not isinstance(state[key], kind) or (kind is int and isinstance(state[key], bool)):
+            raise P2PError(f"{source}: cannot resume: '{key}' is a {type(state[key]).__name__}, "
+                           f"expected a {kind.__name__}", "the checkpoint is damaged")
+    if state["iteration"] < 0:
+        raise P2PError(f"{source}: cannot resume: 'iteration' is {state['iteration']}",
+                       "the checkpoint is damaged")
+    pieces = [(models.generator, "generator"), (models.discriminator, "discriminator"),
+              (models.opt_g, "optimizer_g"), (models.opt_d, "optimizer_d"),
+              (models.sched_g, "scheduler_g"), (models.sched_d, "scheduler_d")]
+    for target, key in pieces:
+        try:
+            target.load_state_dict(state[key])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise P2PError(f"{source}: cannot resume: its '{key}' does not fit the run's recipe "
+                           f"({first_line[:200]})",
+                           "was it saved by another architecture? resume it with the "
+                           "recipe.yaml it was trained with") from None
+    try:
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+    except (RuntimeError, TypeError) as exc:
+        raise P2PError(f"{source}: cannot resume: its random number generator state does not "
+                       f"load ({str(exc).strip().splitlines()[0][:200]})",
+                       "the checkpoint is damaged") from None
+    return state["iteration"]
 
 
 def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
@@ -212,10 +246,21 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
           torch.no_grad(), autocast):
         fake = models.generator(source).float()
 
-    def rgb(x):
-        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-    rows = torch.cat([rgb(source), rgb(fake), rgb(target)], dim=3)  # side by side
+    rows = torch.cat([preview_rgb(source), preview_rgb(fake), preview_rgb(target)],
+                     dim=3)  # side by side
     return torch.cat(list(rows.cpu()), dim=1)  # stacked vertically
+
+
+def weights_finite(models: Models) -> bool:
+    """Whether the weights and norm statistics of both networks are all finite numbers."""
+    return all(bool(torch.isfinite(x).all()) for net in (models.generator, models.discriminator)
+               for x in net.state_dict().values() if x.is_floating_point())
+
+
+def diverged(iteration: int) -> P2PError:
+    return P2PError(f"training diverged at iteration {iteration} (loss or weights are not "
+                    f"finite); the last checkpoint, if any, is kept",
+                    "lower train.lr or check the data")
 
 
 @contextlib.contextmanager
@@ -241,6 +286,8 @@ def stop_on_signals() -> Iterator[list[str]]:
 
 
 def check_new_run(run_dir: Path) -> None:
+    """A run directory with a checkpoint is a run to protect; one without (a start that was
+    stopped or failed before its first checkpoint) is started afresh."""
     if (run_dir / "checkpoints" / ckpt.LATEST).exists():
         raise P2PError(f"{run_dir}: this run directory already has a checkpoint",
                        f"continue it with --resume {run_dir}, or choose another --out")
@@ -249,6 +296,7 @@ def check_new_run(run_dir: Path) -> None:
 def prepare_run(recipe: Recipe, run_dir: Path) -> None:
     check_new_run(run_dir)
     write_bytes_atomic(run_dir / "recipe.yaml", dump_recipe(recipe).encode())
+    write_bytes_atomic(run_dir / "log.jsonl", b"")  # a log left by a start without checkpoint
 
 
 def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
@@ -263,8 +311,13 @@ def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
 def load_dataset(recipe: Recipe, data_root: Path,
                  progress: Callable[[int, int], None] | None = None) -> PairedImages:
     d = recipe.data
-    return PairedImages(data_root, d.split, d.direction, d.load_size, d.in_channels,
-                        d.out_channels, d.cache_gb, d.workers, progress=progress)
+    preprocess = d.preprocessing()
+    dataset = PairedImages(data_root, d.split, d.direction, preprocess.load_size, d.in_channels,
+                           d.out_channels, d.cache_gb, d.workers, progress=progress,
+                           preprocess=preprocess, stride=recipe.generator_stride(),
+                           ranges=d.side_ranges())
+    dataset.check_batchable(d.batch_size)
+    return dataset
 
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
@@ -278,19 +331,23 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
-    with distributed.process_group(world, device), reuse_freed_memory(device):
-        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device)
+    footprint.check_fits(recipe, device, world.size)
+    # Signals are taken from here on: one during start-up stops before the loop, unsaved.
+    with (stop_on_signals() as stop, distributed.process_group(world, device),
+          reuse_freed_memory(device)):
+        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop)
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
-           world: distributed.World, device: torch.device) -> Outcome:
-    t, d = recipe.train, recipe.data
+           world: distributed.World, device: torch.device, stop: list[str]) -> Outcome:
+    t = recipe.train
     models = build_models(recipe, device)
     start = 0
     if resume:
-        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device))
+        start = restore(models, ckpt.load_checkpoint(run_dir, map_location=device),
+                        ckpt.resolve(run_dir))
     elif world.is_main:
         prepare_run(recipe, run_dir)
     else:
@@ -299,14 +356,19 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
         distributed.seed_rank(t.seed, world, start)
-    sample_source, sample_target = dataset.get_many(list(range(min(SAMPLE_COUNT, len(dataset)))))
-    sample_source = step.to_device(center_crop(sample_source, d.crop_size))
-    sample_target = step.to_device(center_crop(sample_target, d.crop_size))
+    sample_source, sample_target = dataset.preview(SAMPLE_COUNT)
+    sample_source = step.to_device(sample_source, 0)
+    sample_target = step.to_device(sample_target, 1)
+    normalization = dataset.normalization()
 
     def save(iteration: int) -> None:
+        # Never replace the last good checkpoint with weights that are no longer numbers (the
+        # loss is only checked when logged).
+        if not weights_finite(models):
+            raise diverged(iteration)
         if world.is_main:
             ckpt.save_checkpoint(run_dir / "checkpoints" / ckpt.LATEST,
-                                 training_state(models, recipe, iteration))
+                                 training_state(models, recipe, iteration, normalization))
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     log_path = run_dir / "log.jsonl"
@@ -316,42 +378,39 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 else f"cpu, {torch.get_num_threads()} threads x {world.size}")
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
-    with stop_on_signals() as stop, contextlib.ExitStack() as files:
-        log = files.enter_context(open(log_path, "a")) if world.is_main else None
-        while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
-            losses = step(iteration)
-            iteration += 1
-            window_iters += 1
-            done = iteration == t.iters
-            if iteration % t.log_every == 0 or done:
-                losses = distributed.mean(losses, world)
-                elapsed = time.perf_counter() - window_start
-                record = {"iteration": iteration,
-                          **{k: round(float(v), 6) for k, v in losses.items()},
-                          "lr": models.opt_g.param_groups[0]["lr"],
-                          "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
-                          "time": round(time.time(), 3), "device": hardware}
-                if not all(math.isfinite(record[k]) for k in losses):
-                    save(iteration)
-                    raise P2PError(f"training diverged at iteration {iteration} (loss is not "
-                                   f"finite)", "lower train.lr or check the data")
-                if world.is_main:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    if on_log:
-                        on_log(record)
-                window_start, window_iters = time.perf_counter(), 0
-            if iteration % t.sample_every == 0 or done:
-                # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
-                grid = sample_grid(models, sample_source, sample_target, step.autocast)
-                if world.is_main:
-                    save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
-                    if on_sample:
-                        on_sample(iteration, grid)
-            if iteration % t.checkpoint_every == 0 or done:
-                save(iteration)
-        stopped = distributed.any_rank(bool(stop), world, device)
-        if stopped:
+    if distributed.any_rank(bool(stop), world, device):
+        raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
+    while iteration < t.iters and not distributed.any_rank(bool(stop), world, device):
+        losses = step(iteration)
+        iteration += 1
+        window_iters += 1
+        done = iteration == t.iters
+        if iteration % t.log_every == 0 or done:
+            losses = distributed.mean(losses, world)
+            elapsed = time.perf_counter() - window_start
+            record = {"iteration": iteration,
+                      **{k: round(float(v), 6) for k, v in losses.items()},
+                      "lr": models.opt_g.param_groups[0]["lr"],
+                      "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
+                      "time": round(time.time(), 3), "device": hardware}
+            if not all(math.isfinite(record[k]) for k in losses):
+                raise diverged(iteration)
+            if world.is_main:
+                append_text(log_path, json.dumps(record) + "\n")
+                if on_log:
+                    on_log(record)
+            window_start, window_iters = time.perf_counter(), 0
+        if iteration % t.sample_every == 0 or done:
+            # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
+            grid = sample_grid(models, sample_source, sample_target, step.autocast)
+            if world.is_main:
+                save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
+                if on_sample:
+                    on_sample(iteration, grid)
+        if iteration % t.checkpoint_every == 0 or done:
             save(iteration)
+    stopped = distributed.any_rank(bool(stop), world, device)
+    if stopped:
+        save(iteration)
     return Outcome(iteration,
                    (stop[0] if stop else "a signal to another process") if stopped else None)

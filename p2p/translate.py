@@ -7,10 +7,17 @@ no dropout). Paper mode computes every image's statistics on its own even in a b
 size changes the speed and the dropout draws, not the normalization; running statistics stay
 intact.
 
-Sizes. By default an image is resized (bicubic, as the published protocol) to the size the model
-was trained at and the output resized back; with ``keep_size`` it is reflect-padded to a multiple
-of 2**num_downs instead and the output cropped back. Either way the output has the input's size.
-With ``tile``, each image runs at its own size in overlapping tiles blended by ``tiling.py``.
+Sizes. By default an image is brought to the scale the model was trained at, as its checkpoint's
+preprocessing says (``Preprocess.test_size``: for the default ``resize_and_crop``, resized bicubic
+to the training crop size) and the output resized back; with ``keep_size`` it is reflect-padded
+to a multiple of 2**num_downs instead and the output cropped back. Either way the output has the
+input's size. With ``tile``, each image runs at its own size in overlapping tiles blended by
+``tiling.py``.
+
+Depths and channels. Inputs are read at their depth with any channel count (``images.read_raster``)
+and normalised as the checkpoint records: by the file's own depth, or by the training's explicit
+``data.range``. Outputs are written in the depth and channel count the model was trained to
+produce; 8-bit models with 1 or 3 channels take Pillow's path, exactly as before.
 
 Decoding and encoding run in a small thread pool (Pillow and torch release the GIL) so that the
 generator, not file handling, sets the pace.
@@ -25,23 +32,37 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from p2p.checkpoint import load_generator
+from p2p.checkpoint import image_size_of, load_generator, normalization_of, preprocess_of
+from p2p.data.preprocess import Preprocess
 from p2p.device import pick_device
 from p2p.errors import P2PError
 from p2p.images import (
+    DEPTH_RANGES,
+    FORMATS,
     IMAGE_EXTENSIONS,
+    can_hold,
+    check_writable,
+    decode_image,
+    denormalize,
     encode_image,
+    encode_raster,
+    image_size,
     is_image_file,
     list_images,
-    open_image,
+    normalize,
+    output_suffix,
     pil_to_tensor,
+    resize_pixels,
     save_image,
+    save_raster,
     tensor_to_pil,
+    to_channels,
 )
 from p2p.memory import reuse_freed_memory
 from p2p.models import input_multiple
@@ -121,8 +142,38 @@ class Model:
 
     generator: nn.Module  # models.UnetGenerator or models.ResnetGenerator
     direction: str  # "AtoB": the left half of a pair is the input
-    image_size: int  # the size it was trained at
+    image_size: tuple[int, int]  # (height, width) it was trained at
     device: torch.device
+    preprocess: Preprocess = Preprocess()  # how training sized its images
+    # Per side ("source", "target"): {"dtype", "range", "explicit"}; see checkpoint.py.
+    normalization: dict = field(default_factory=lambda: normalization_of({}))
+
+    @property
+    def output_dtype(self) -> str:
+        return self.normalization["target"]["dtype"]
+
+    @property
+    def png_holds_output(self) -> bool:
+        return can_hold("PNG", self.out_channels, self.output_dtype)
+
+    @property
+    def writes_8bit_images(self) -> bool:
+        """Outputs go through Pillow as before: 8-bit, 1 or 3 channels, the full 0..255."""
+        target = self.normalization["target"]
+        return (target["dtype"] == "uint8" and not target["explicit"]
+                and self.out_channels in (1, 3))
+
+    def value_range(self, side: str, dtype: str, label: str) -> tuple[float, float]:
+        """The range of ``side``'s values in a file of ``dtype``: the training's explicit range,
+        else the file's own depth."""
+        recorded = self.normalization[side]
+        if recorded["explicit"]:
+            return tuple(recorded["range"])
+        if dtype not in DEPTH_RANGES:
+            raise P2PError(f"{label}: {dtype} values, but the model was trained on "
+                           f"{recorded['dtype']} files without a data.range",
+                           f"convert it to {recorded['dtype']}")
+        return DEPTH_RANGES[dtype]
 
     @property
     def in_channels(self) -> int:
@@ -154,14 +205,12 @@ def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = N
     path = zoo_checkpoint(task, download_progress) if task is not None else checkpoint
     target = pick_device(device)
     generator, state = load_generator(path, map_location=target)
-    if generator.config.in_channels not in (1, 3) or generator.config.out_channels not in (1, 3):
-        raise P2PError(f"{path}: the generator has {generator.config.in_channels} input and "
-                       f"{generator.config.out_channels} output channels; images have 1 or 3")
     if state.get("direction") not in DIRECTIONS:
         raise P2PError(f"{path}: unknown direction {state.get('direction')!r}",
                        f"expected one of {', '.join(DIRECTIONS)}")
     generator.to(target, memory_format=torch.channels_last)
-    return Model(generator, state["direction"], int(state["image_size"]), target)
+    return Model(generator, state["direction"], image_size_of(state), target,
+                 Preprocess.from_dict(preprocess_of(state)), normalization_of(state))
 
 
 # ---- what goes where -------------------------------------------------------------------------
@@ -181,17 +230,19 @@ class Plan:
     existing: list[Path] = field(default_factory=list)  # outputs already there, left alone
 
 
-def plan_jobs(input: str, output: str, ext: str = "png", overwrite: bool = False,
-              stdin: bytes | None = None) -> Plan:
+def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool = False,
+              stdin: bytes | None = None, png_holds_output: bool = True) -> Plan:
     """Pair each input image with its output.
 
     ``input``: an image file, a folder (recursively, in sorted order) or ``-`` (the bytes in
-    ``stdin``). ``output``: a folder (same relative names with extension ``ext``), an image file,
-    or ``-`` (the encoded PNG is returned instead of written). An existing folder, or a path
+    ``stdin``). ``output``: a folder (same relative names with extension ``ext``; None: the
+    input's own for TIFF and .npy, else png, or tif unless ``png_holds_output``, see
+    ``Model.png_holds_output``), an image file, or ``-`` (the encoded PNG, or TIFF when PNG
+    cannot hold the output, is returned instead of written). An existing folder, or a path
     without an image extension, is a folder. Existing outputs are kept unless ``overwrite``.
     """
-    suffix = f".{ext.lower().lstrip('.')}"
-    if suffix not in IMAGE_EXTENSIONS:
+    suffix = None if ext is None else f".{ext.lower().lstrip('.')}"
+    if suffix is not None and suffix not in IMAGE_EXTENSIONS:
         raise P2PError(f"unknown output extension {ext!r}",
                        f"use one of {', '.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))}")
     if input == "-":
@@ -202,12 +253,14 @@ def plan_jobs(input: str, output: str, ext: str = "png", overwrite: bool = False
                            "name a file, or - for stdout")
         jobs = [Job(stdin, STDIN_NAME, _output_file(output))]
     elif Path(input).is_dir():
-        jobs = _folder_jobs(Path(input), output, suffix)
+        jobs = _folder_jobs(Path(input), output, suffix, png_holds_output)
     elif Path(input).exists():
         source = Path(input)
         out = Path(output)
         if output != "-" and (out.is_dir() or not is_image_file(out)):
-            out = out / source.with_suffix(suffix).name  # into a folder, created if needed
+            # into a folder, created if needed
+            out = out / source.with_suffix(
+                suffix or output_suffix(source.suffix, png_holds_output)).name
         jobs = [Job(source, input, _output_file(str(out)))]
     else:
         raise P2PError(f"{input}: no such file or folder")
@@ -232,7 +285,8 @@ def _output_file(output: str) -> Path | None:
     return path
 
 
-def _folder_jobs(folder: Path, output: str, suffix: str) -> list[Job]:
+def _folder_jobs(folder: Path, output: str, suffix: str | None,
+                 png_holds_output: bool) -> list[Job]:
     if output == "-":
         raise P2PError(f"{folder}: a folder of images cannot go to stdout",
                        "name an output folder")
@@ -247,7 +301,8 @@ def _folder_jobs(folder: Path, output: str, suffix: str) -> list[Job]:
                        f"image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}")
     jobs, claimed = [], {}
     for source in sources:
-        target = out / source.relative_to(folder).with_suffix(suffix)
+        target = out / source.relative_to(folder).with_suffix(
+            suffix or output_suffix(source.suffix, png_holds_output))
         if target in claimed:
             raise P2PError(f"{claimed[target]} and {source} would both be written to {target}",
                            "rename one of them")
@@ -281,8 +336,9 @@ class Report:
 @dataclass
 class _Decoded:
     job: Job
-    input: Image.Image
-    target: Image.Image | None  # the other half of a pair
+    # 8-bit models: PIL images; otherwise (C, H, W) float tensors in [-1, 1] at the input's size
+    input: Image.Image | torch.Tensor
+    target: Image.Image | torch.Tensor | None  # the other half of a pair
     tensor: torch.Tensor  # (C, H, W) in [-1, 1], resized or padded for the model
     size: tuple[int, int]  # (H, W) of ``tensor`` before padding
 
@@ -299,6 +355,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     if options.tile is not None:
         _check_tiles(model, options)
     jobs = list(jobs)
+    _check_outputs(model, jobs, options)
     report = Report()
     pending: list[_Decoded] = []
     written = []
@@ -313,7 +370,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
         else:
             batch = torch.stack([item.tensor for item in pending]).to(model.device)
             outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
-        written.extend(pool.submit(_finish, item, output, options)
+        written.extend(pool.submit(_finish, item, output, options, model)
                        for item, output in zip(pending, outputs, strict=True))
         report.translated += len(pending)
         pending.clear()
@@ -361,22 +418,71 @@ def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: list, ahead: int) -
             future.cancel()
 
 
+def _check_outputs(model: Model, jobs: list[Job], options: TranslateOptions) -> None:
+    """Refuse, before any work, outputs that cannot be written as asked."""
+    if options.side_by_side and (model.in_channels not in (1, 3) or
+                                 model.out_channels not in (1, 3)):
+        raise P2PError(f"--side-by-side shows images of 1 or 3 channels; this model reads "
+                       f"{model.in_channels} and writes {model.out_channels}",
+                       "translate without --side-by-side")
+    channels = 3 if options.side_by_side else model.out_channels
+    for job in jobs:
+        if job.target is not None:
+            check_writable(job.target, channels, model.output_dtype)
+
+
 def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2PError:
     try:
-        if options.paired:
-            image, target = _split_pair(job, model)
-        else:
-            image, target = open_image(job.source, model.in_channels, job.name), None
+        image, target = _read(job, model, options)
+        if isinstance(image, Image.Image) and model.writes_8bit_images and \
+                not model.normalization["source"]["explicit"]:
+            return _decode_8bit(job, model, options, image, target)
+        return _decode_any(job, model, options, image, target)
     except P2PError as exc:
         return exc  # returned, not raised: the caller decides whether to stop, in input order
+
+
+def _model_size(model: Model, options: TranslateOptions,
+                size: tuple[int, int]) -> tuple[int, int] | None:
+    """The size the model sees an input of ``size`` at; None: its own, padded."""
+    if options.keep_size or options.tile is not None:
+        return None
+    return model.preprocess.test_size(size, model.multiple)
+
+
+def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image.Image,
+                 target: Image.Image | None) -> _Decoded:
     if options.tile is not None:  # own size, kept in uint8: tiles are cut and scaled one by one
         tensor = pil_to_tensor(image)
         return _Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
-    resized = image if options.keep_size else image.resize(
-        (model.image_size, model.image_size), Image.Resampling.BICUBIC)
+    size = _model_size(model, options, (image.height, image.width))
+    resized = image if size is None or size == (image.height, image.width) else image.resize(
+        (size[1], size[0]), Image.Resampling.BICUBIC)
     tensor = pil_to_tensor(resized).float().div_(127.5).sub_(1)
     return _Decoded(job, image, target, pad_to_multiple(tensor, model.multiple),
                     tuple(tensor.shape[1:]))
+
+
+def _normalized(image: Image.Image | np.ndarray, model: Model, side: str,
+                label: str) -> torch.Tensor:
+    if isinstance(image, Image.Image):
+        x, dtype = pil_to_tensor(image), "uint8"
+    else:
+        x, dtype = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1), image.dtype.name
+    return normalize(x, model.value_range(side, dtype, label))
+
+
+def _decode_any(job: Job, model: Model, options: TranslateOptions,
+                image: Image.Image | np.ndarray, target: Image.Image | np.ndarray | None
+                ) -> _Decoded:
+    x = _normalized(image, model, "source", job.name)
+    other = None if target is None else _normalized(target, model, "target", job.name)
+    if options.tile is not None:  # own size: tiling pads only the tiles that need it
+        return _Decoded(job, x, other, x, tuple(x.shape[1:]))
+    size = _model_size(model, options, tuple(x.shape[1:]))
+    resized = x if size is None else resize_pixels(x, size)
+    return _Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
+                    tuple(resized.shape[1:]))
 
 
 def _overlap(options: TranslateOptions) -> int:
@@ -394,24 +500,37 @@ def _check_tiles(model: Model, options: TranslateOptions) -> None:
 
 
 def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> torch.Tensor:
+    """8-bit inputs (uint8) are scaled tile by tile and come back as uint8; inputs of other
+    depths arrive normalized and come back as floats in [-1, 1]."""
     def forward(batch: torch.Tensor) -> torch.Tensor:
         return run_generator(model.generator, batch.to(model.device), options.paper_mode)
 
+    floats = {} if image.dtype == torch.uint8 else {
+        "to_input": torch.Tensor.float, "to_output": torch.Tensor.float,
+        "out_dtype": torch.float32}
     return translate_tiled(forward, image, tile=options.tile, overlap=_overlap(options),
                            multiple=model.multiple, out_channels=model.out_channels,
-                           batch_size=options.batch_size)
+                           batch_size=options.batch_size, **floats)
 
 
-def _split_pair(job: Job, model: Model) -> tuple[Image.Image, Image.Image]:
-    both = open_image(job.source, max(model.in_channels, model.out_channels), job.name)
-    width, height = both.size
+def _read(job: Job, model: Model, options: TranslateOptions):
+    """The input (and with ``paired`` the target half), with the model's channel counts: PIL
+    images of mode L or RGB for 8-bit files of 1 or 3 channels, else arrays."""
+    hint = f"the model reads {model.in_channels} and writes {model.out_channels} channel(s)"
+    image = decode_image(job.source, job.name)
+    if not options.paired:
+        return to_channels(image, model.in_channels, job.name, hint), None
+    height, width = image_size(image)
     if width < 2:
         raise P2PError(f"{job.name}: {width} pixel wide, not an A|B pair")
-    left = both.crop((0, 0, width // 2, height))
-    right = both.crop((width // 2, 0, width, height))
-    image, target = (left, right) if model.direction == "AtoB" else (right, left)
-    modes = {1: "L", 3: "RGB"}
-    return image.convert(modes[model.in_channels]), target.convert(modes[model.out_channels])
+    if isinstance(image, Image.Image):
+        left = image.crop((0, 0, width // 2, height))
+        right = image.crop((width // 2, 0, width, height))
+    else:
+        left, right = image[:, :width // 2], image[:, width // 2:]
+    source, target = (left, right) if model.direction == "AtoB" else (right, left)
+    return (to_channels(source, model.in_channels, job.name, hint),
+            to_channels(target, model.out_channels, job.name, hint))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -431,21 +550,37 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
                   mode="reflect")[0]
 
 
-def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions) -> bytes | None:
+def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
+            model: Model) -> bytes | None:
     """Crop and resize the output back to the input's size, compose, encode, write."""
     height, width = item.size
-    image = tensor_to_pil(output[:, :height, :width])
-    if image.size != item.input.size:
-        image = image.resize(item.input.size, Image.Resampling.BICUBIC)
+    output = output[:, :height, :width]
+    if isinstance(item.input, Image.Image):
+        image = tensor_to_pil(output)
+        if image.size != item.input.size:
+            image = image.resize(item.input.size, Image.Resampling.BICUBIC)
+        if options.side_by_side:
+            panels = [item.input, image] + ([item.target] if item.target is not None else [])
+            image = _side_by_side(panels)
+        if item.job.target is None:
+            return encode_image(image, "PNG")
+        if FORMATS[item.job.target.suffix.lower()] == "NPY":  # Pillow does not write .npy
+            pixels = np.asarray(image).reshape(image.height, image.width, -1)
+            save_raster(pixels, item.job.target)
+        else:
+            save_image(image, item.job.target)
+        return None
+    output = resize_pixels(output, tuple(item.input.shape[1:]))
     if options.side_by_side:
-        panels = [item.input, image] + ([item.target] if item.target is not None else [])
-        image = _side_by_side(panels)
+        panels = [item.input, output] + ([item.target] if item.target is not None else [])
+        channels = max(p.shape[0] for p in panels)
+        output = torch.cat([p.expand(channels, -1, -1) for p in panels], dim=2)
+    target = model.normalization["target"]
+    pixels = denormalize(output, target["dtype"], tuple(target["range"]))
     if item.job.target is None:
-        return encode_image(image, "PNG")
-    try:
-        save_image(image, item.job.target)
-    except OSError as exc:
-        raise P2PError(f"{item.job.target}: cannot write ({exc.strerror or exc})") from None
+        fmt = "PNG" if can_hold("PNG", pixels.shape[2], pixels.dtype.name) else "TIFF"
+        return encode_raster(pixels, fmt)
+    save_raster(pixels, item.job.target)  # a failed write is a P2PError naming the file
     return None
 
 

@@ -19,6 +19,7 @@ are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
 """
 
 import difflib
+import io
 import os
 import re
 import warnings
@@ -33,7 +34,7 @@ from p2p import checkpoint
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, build_generator
-from p2p.paths import atomic_path, zoo_dir
+from p2p.paths import write_bytes_atomic, zoo_dir
 
 LAYOUTS = ("official", "mmagic")
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -73,9 +74,12 @@ def _official(name: str, task: str, dataset: str, direction: str) -> ZooEntry:
 
 # The four runs of the seeds' table (mmagic configs/pix2pix) and the official PyTorch generators
 # (scripts/download_pix2pix_model.sh). All are unet_256 with batch norm and dropout.
+# All four mmagic generators read and write BGR: mmgen trained facades on OpenCV's BGR arrays
+# (to_rgb=False); the other three, MMEditing 0.x runs on RGB, were converted to that order
+# ("convert-bgr"); mmagic 1.x evaluates all four on BGR input.
 ENTRIES: list[ZooEntry] = [
     _mmagic("facades", "facade labels -> photo", "facades", "BtoA", "photo",
-            "pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-c0958d50.pth", bgr=False),
+            "pix2pix_vanilla_unet_bn_1x1_80k_facades_20210902_170442-c0958d50.pth", bgr=True),
     _mmagic("aerial2maps", "aerial photo -> map", "maps", "AtoB", "map",
             "pix2pix_vanilla_unet_bn_a2b_1x1_219200_maps_convert-bgr_20210902_170729-59a31517.pth",
             bgr=True),
@@ -396,7 +400,8 @@ def _store(generator: nn.Module, name: str, direction: str, image_size: int,
 
 def _convert_file(path: Path, layout: str, *, domain: str | None = None, bgr: bool = False,
                   dropout: bool = True) -> nn.Module:
-    raw = checkpoint.load_weights_only(path)
+    # mmagic 1.x / mmengine training checkpoints hold mmengine objects beside the weights.
+    raw = checkpoint.load_weights_only(path, inert_classes=layout == "mmagic")
     return convert(generator_tensors(raw, layout, str(path), domain), layout, str(path), bgr=bgr,
                    dropout=dropout)
 
@@ -465,6 +470,12 @@ class Listing:
     size: int | None  # bytes of the published file, where known
     present: bool
     local_size: int | None  # bytes of the converted checkpoint, when present
+    problem: str | None = None  # why an imported entry cannot be read (it is then not present)
+    channels: str = "RGB"  # the published generator's channel order; converted ones are all RGB
+
+
+def _channels(bgr: bool) -> str:
+    return "BGR" if bgr else "RGB"
 
 
 def listing() -> list[Listing]:
@@ -473,14 +484,29 @@ def listing() -> list[Listing]:
         path = converted_path(entry.name)
         present = path.is_file()
         rows.append(Listing(entry.name, entry.task, entry.direction, entry.layout, entry.size,
-                            present, path.stat().st_size if present else None))
-    for name in imported_names():
-        path = converted_path(name)
+                            present, path.stat().st_size if present else None,
+                            channels=_channels(entry.bgr)))
+    return rows + [_imported_listing(name) for name in imported_names()]
+
+
+def _imported_listing(name: str) -> Listing:
+    """The row of a ``zoo import``ed entry; a file that is not one (put there by hand, or
+    damaged) is listed as unreadable, with the reason, instead of failing the whole list."""
+    path = converted_path(name)
+    size = path.stat().st_size
+    try:
         # mmap: reads the few plain values without reading the tensors.
         state = checkpoint.load_weights_only(path, mmap=True)
-        rows.append(Listing(name, f"imported ({state['source']['layout']})", state["direction"],
-                            "imported", None, True, path.stat().st_size))
-    return rows
+    except P2PError as exc:
+        return Listing(name, "unreadable", "-", "imported", None, False, size, exc.message)
+    source = state.get("source") if isinstance(state, dict) else None
+    layout = source.get("layout") if isinstance(source, dict) else None
+    direction = state.get("direction") if isinstance(state, dict) else None
+    if layout not in LAYOUTS or direction not in ("AtoB", "BtoA"):
+        return Listing(name, "unreadable", "-", "imported", None, False, size,
+                       f"{path}: not a checkpoint written by 'p2p zoo import'")
+    return Listing(name, f"imported ({layout})", direction, "imported", None, True, size,
+                   channels=_channels(bool(source.get("bgr", False))))
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -515,24 +541,27 @@ def export(source: str, fmt: str, out: str | os.PathLike,
         _onnx()  # fail before any download or conversion
     generator, state = checkpoint.load_generator(resolve_generator(source, progress))
     generator.eval()
-    size, channels = state["image_size"], generator.config.in_channels
+    (height, width), channels = checkpoint.image_size_of(state), generator.config.in_channels
     rng = torch.Generator().manual_seed(0)
-    example = torch.rand(1, channels, size, size, generator=rng) * 2 - 1
-    batch = torch.rand(2, channels, size, size, generator=rng) * 2 - 1
+    example = torch.rand(1, channels, height, width, generator=rng) * 2 - 1
+    batch = torch.rand(2, channels, height, width, generator=rng) * 2 - 1
     with torch.no_grad():
         expected = generator(batch)
-    with atomic_path(out) as tmp, warnings.catch_warnings():
+    # Serialized in memory and written in one atomic write: the exporters' own file writers
+    # abort the process on a full disk (TorchScript) or leave a temporary file behind.
+    with warnings.catch_warnings():
         # torch marks both exporters as deprecated in favour of torch.export; they still work.
         warnings.simplefilter("ignore")
         if fmt == "torchscript":
-            actual, checked_with = _export_torchscript(generator, example, batch, tmp)
+            data, actual, checked_with = _export_torchscript(generator, example, batch)
         else:
-            actual, checked_with = _export_onnx(generator, example, batch, tmp)
-        diff = None if actual is None else (actual - expected).abs().max().item()
-        if diff is not None and not diff <= EXPORT_TOLERANCE:
-            raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
-                           f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
-                           "this is a bug in p2p or torch; please report it")
+            data, actual, checked_with = _export_onnx(generator, example, batch)
+    diff = None if actual is None else (actual - expected).abs().max().item()
+    if diff is not None and not diff <= EXPORT_TOLERANCE:
+        raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
+                       f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
+                       "this is a bug in p2p or torch; please report it")
+    write_bytes_atomic(out, data)
     return Exported(Path(out), checked_with, diff)
 
 
@@ -545,25 +574,29 @@ def _onnx():
     return onnx
 
 
-def _export_torchscript(generator: nn.Module, example: torch.Tensor, batch: torch.Tensor,
-                        tmp: Path) -> tuple[torch.Tensor, str]:
+def _export_torchscript(generator: nn.Module, example: torch.Tensor,
+                        batch: torch.Tensor) -> tuple[bytes, torch.Tensor, str]:
     with torch.no_grad():
         traced = torch.jit.trace(generator, example)
-    traced.save(str(tmp))
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
     with torch.no_grad():
-        return torch.jit.load(str(tmp)).eval()(batch), "torchscript"
+        loaded = torch.jit.load(io.BytesIO(buffer.getvalue())).eval()
+        return buffer.getvalue(), loaded(batch), "torchscript"
 
 
-def _export_onnx(generator: nn.Module, example: torch.Tensor, batch: torch.Tensor,
-                 tmp: Path) -> tuple[torch.Tensor | None, str | None]:
+def _export_onnx(generator: nn.Module, example: torch.Tensor,
+                 batch: torch.Tensor) -> tuple[bytes, torch.Tensor | None, str | None]:
     axes = {"input": {0: "batch"}, "output": {0: "batch"}}
-    torch.onnx.export(generator, (example,), str(tmp), input_names=["input"],
+    buffer = io.BytesIO()
+    torch.onnx.export(generator, (example,), buffer, input_names=["input"],
                       output_names=["output"], dynamic_axes=axes, dynamo=False)
-    _onnx().checker.check_model(str(tmp))
+    data = buffer.getvalue()
+    _onnx().checker.check_model(data)
     try:
         import onnxruntime
     except ImportError:
-        return None, None
-    session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        return data, None, None
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
     output = session.run(None, {"input": batch.numpy()})[0]
-    return torch.from_numpy(output), "onnxruntime"
+    return data, torch.from_numpy(output), "onnxruntime"

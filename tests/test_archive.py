@@ -154,7 +154,7 @@ def test_disk_full_while_extracting(tmp_path, monkeypatch):
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(archive.shutil, "copyfileobj", full)
+    monkeypatch.setattr(archive, "_copy_member", full)
     with pytest.raises(P2PError, match="no space left"):
         archive.extract(src, tmp_path / "out")
     assert_nothing_left(tmp_path, "a.zip")
@@ -178,3 +178,61 @@ def test_any_member_names_stay_inside_or_are_refused(tmp_path_factory, names):
         return
     written = [p.resolve() for p in base.rglob("*") if p.is_file() and p.name != "a.zip"]
     assert all(out.resolve() in p.parents for p in written)
+
+
+BOMB = 8 << 20  # a member of zeros, far beyond max_bytes below (it compresses to ~8 kB)
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_members_beyond_the_expected_size_are_refused_before_writing(tmp_path, monkeypatch,
+                                                                    kind):
+    members = {"facades/train/1.jpg": b"one", "facades/train/zeros.jpg": bytes(BOMB)}
+    if kind == "zip":
+        with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in members.items():
+                zf.writestr(name, data)
+        src = tmp_path / "bomb.zip"
+    else:
+        src = make_tar(tmp_path / "bomb.tar.gz", [file_member(n, d) for n, d in members.items()])
+    assert src.stat().st_size < 100_000
+    written = []
+    copy = archive._copy_member
+    monkeypatch.setattr(archive, "_copy_member",
+                        lambda a, name, *rest: (written.append(name), copy(a, name, *rest)))
+    work = tmp_path / "work"
+    work.mkdir()
+    with pytest.raises(P2PError) as err:
+        archive.extract(src, work / "out", max_bytes=1 << 20)
+    message = str(err.value)
+    assert "unpack to at least 8.4 MB, far beyond the 1.0 MB" in message and "\n" not in message
+    # A zip lists every size up front: nothing is written. A tar is a stream: each member's size
+    # is checked before it is written.
+    assert written == ([] if kind == "zip" else ["facades/train/1.jpg"])
+    assert_nothing_left(work)
+    assert archive.extract(src, work / "out", max_bytes=BOMB + 3) == work / "out"  # fits
+
+
+def test_archive_larger_than_the_free_space_is_refused(tmp_path, monkeypatch):
+    src = make_zip(tmp_path / "a.zip", FILES)
+    usage = archive.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(P2PError, match=r"but only 1 kB is free there \(free some disk space"):
+        archive.extract(src, tmp_path / "out")
+    assert_nothing_left(tmp_path, "a.zip")
+
+
+def test_a_member_larger_than_its_header_says_is_refused(tmp_path):
+    # The zip's central directory says 3 bytes; the member holds 3000.
+    src = make_zip(tmp_path / "liar.zip", {"facades/a.jpg": b"abc" * 1000})
+    data = bytearray(src.read_bytes())
+    central = data.rindex(b"PK\x01\x02")
+    data[central + 24:central + 28] = (3).to_bytes(4, "little")  # uncompressed size
+    src.write_bytes(bytes(data))
+    with pytest.raises(P2PError):
+        archive.extract(src, tmp_path / "out")
+    assert_nothing_left(tmp_path, "liar.zip")
+    # And whatever the archive library yields, no more than the declared size is written.
+    out = io.BytesIO()
+    with pytest.raises(P2PError, match="holds more data than the 10 bytes it declares"):
+        archive._copy_member(src, "m", io.BytesIO(bytes(100)), out, 10)
+    assert len(out.getvalue()) <= 10

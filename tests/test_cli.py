@@ -60,3 +60,59 @@ def test_help_and_completion_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    (["train", "--itres", "3"],
+     "error: no such option: --itres (did you mean --iters or --resume? see 'p2p train --help')"),
+    (["train", "r.yaml", "--iters", "abc"],
+     "error: invalid value for '--iters': "),
+    (["data", "pair", "a"], "error: missing argument 'B_DIR' (see 'p2p data pair --help')"),
+    (["data", "split", "a", "b", "--mode", "zip"], "error: invalid value for '--mode': "),
+    (["nosuch"], "error: no such command 'nosuch' (see 'p2p --help')"),
+    (["translate", "a", "b", "--device"], "error: option '--device' requires an argument"),
+])
+def test_usage_errors_are_one_line(cli, args, line):
+    r = cli(*args)
+    assert r.exit_code == 2 and r.out == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), r.stderr
+    assert "╭" not in r.stderr and "Usage:" not in r.stderr
+
+
+def test_help_version_and_no_arguments_keep_their_behaviour(cli):
+    for args in (["--help"], ["train", "-h"], ["data", "split", "--help"]):
+        r = cli(*args)
+        assert r.exit_code == 0 and "Usage:" in r.out and r.stderr == "", args
+    assert cli("--version").exit_code == 0
+    for args in ([], ["data"], ["zoo"]):  # a group without a command shows its help
+        r = cli(*args)
+        assert r.exit_code == 2 and "Usage:" in r.out + r.stderr, args
+        assert "error:" not in r.stderr
+
+
+def test_exit_codes_of_commands_and_interrupts_pass_through(cli, tmp_path, monkeypatch):
+    from p2p.data import prepare
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.png").write_bytes(b"not an image")
+    (tmp_path / "b" / "x.png").write_bytes(b"not an image")
+    r = cli("data", "pair", tmp_path / "a", tmp_path / "b", tmp_path / "out")
+    assert r.exit_code == 1 and "skipped x.png" in r.stderr  # typer.Exit(1) from the command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prepare, "pair", interrupted)
+    r = cli("data", "pair", tmp_path / "a", tmp_path / "b", tmp_path / "out")
+    assert r.exit_code == 130 and "Traceback" not in r.stderr
+
+
+def test_usage_error_through_the_console_script():
+    exe = shutil.which("p2p")
+    assert exe, "the p2p console script is not on PATH: pip install -e ."
+    result = subprocess.run([exe, "zoo", "list", "--jsn"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: no such option: --jsn (did you mean --json? see 'p2p zoo list --help')"]

@@ -278,24 +278,6 @@ def test_real_facades_from_official_layout_archive(cli, shared, tmp_path):
     assert "complete" in cli("data", "list").out.splitlines()[1]
 
 
-def test_resolve_synthetic_keeps_a_copy_installed_meanwhile(tmp_path, monkeypatch):
-    # Two ranks of a distributed run resolve 'synthetic' at once: the later one must not
-    # pull the folder away from under the earlier one.
-    real_generate = catalog.synthetic.generate
-    target = tmp_path / "synthetic"
-
-    def generate_while_another_process_installs(root, seed=0):
-        ours = real_generate(root, seed)
-        real_generate(target, seed)
-        (target / "theirs").write_text("")
-        return ours
-
-    monkeypatch.setattr(catalog.synthetic, "generate", generate_while_another_process_installs)
-    assert catalog.resolve_dataset("synthetic", root=tmp_path) == target
-    assert (target / "theirs").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic"]
-
-
 def test_interrupted_extraction_keeps_the_download_for_the_next_run(http_server, monkeypatch):
     from p2p.data import fetch as fetch_module
 
@@ -312,3 +294,23 @@ def test_interrupted_extraction_keeps_the_download_for_the_next_run(http_server,
     result = fetch_module.fetch("tiny")
     assert route.hits == 1 and result.splits == TINY.splits
     assert datasets_listing() == ["tiny"]
+
+
+def test_archive_far_beyond_the_catalogued_size_is_refused(cli, http_server, monkeypatch):
+    # The images are 192x96: the catalogue's ceiling is 5 images at twice their raw size.
+    monkeypatch.setitem(catalog.DATASETS, "tiny", dataclasses.replace(TINY, image_size=(192, 96)))
+    assert catalog.DATASETS["tiny"].max_unpacked_bytes == 5 * 2 * 3 * 192 * 96
+    serve(http_server, tar_gz({**layout(), "tiny/train/zeros.bin": bytes(8 << 20)}))
+    r = cli("data", "fetch", "tiny")
+    assert_one_line_error(r, "unpack to at least 8.", "far beyond the 553 kB",
+                          "decompression bomb")
+    assert datasets_listing() == []
+    serve(http_server)  # the real thing fits
+    assert cli("data", "fetch", "tiny").exit_code == 0
+
+
+def test_catalogued_sizes_hold_the_published_archives():
+    facades = catalog.DATASETS["facades"]
+    assert facades.max_unpacked_bytes > 10 * facades.approx_bytes  # 31 MB of JPEGs in fact
+    published = ["facades", "cityscapes", "maps", "edges2shoes", "edges2handbags", "night2day"]
+    assert all(catalog.DATASETS[name].max_unpacked_bytes for name in published)

@@ -157,3 +157,52 @@ def test_assign_splits_rejects_bad_ratios(val, test):
     from p2p.errors import P2PError
     with pytest.raises(P2PError):
         assign_splits(["a"], val, test, 0)
+
+
+@pytest.mark.parametrize("a, b, out, relation", [
+    ("A", "B", "A", "is the input folder"),  # `p2p data pair A B A` overwrote its inputs
+    ("A", "B", "B", "is the input folder"),
+    ("A", "B", ".", "contains the input folder"),
+    ("A", "B", "A/paired", "is inside the input folder"),
+    ("A", "B", "link-to-A", "is the input folder"),  # the same folder under another name
+])
+def test_pair_refuses_an_output_folder_that_overlaps_an_input(cli, tmp_path, a, b, out,
+                                                              relation):
+    originals = make_folder(tmp_path / "A", ["1.png", "2.png"])
+    make_folder(tmp_path / "B", ["1.png", "2.png"], seed=5)
+    (tmp_path / "link-to-A").symlink_to(tmp_path / "A")
+    before = files(tmp_path)
+    r = cli("data", "pair", tmp_path / a, tmp_path / b, tmp_path / out)
+    assert r.exit_code == 2 and r.out == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {tmp_path / out}: the output folder {relation} "), r.stderr
+    assert lines[0].endswith("(choose an output folder apart from the inputs)")
+    assert files(tmp_path) == before  # nothing written, nothing overwritten
+    assert torch.equal(read_image(tmp_path / "A" / "1.png"), originals["1.png"])
+
+
+def test_unpair_refuses_its_input_as_output_but_allows_a_sibling(cli, tmp_path):
+    make_folder(tmp_path / "data" / "AB", ["1.png"], height=4, width=8)
+    r = cli("data", "unpair", tmp_path / "data" / "AB", tmp_path / "data" / "AB")
+    assert r.exit_code == 2 and "is inside the input folder" in r.stderr
+    assert files(tmp_path / "data") == ["AB/1.png"]
+    r = cli("data", "unpair", tmp_path / "data" / "AB", tmp_path / "data")  # data/A, data/B
+    assert r.exit_code == 0, r.stderr
+    assert files(tmp_path / "data") == ["A/1.png", "AB/1.png", "B/1.png"]
+
+
+def test_split_fractions_count_only_images_it_places(cli, tmp_path):
+    make_folder(tmp_path / "pairs", [f"{i}.png" for i in range(10)], height=4, width=8)
+    for i in range(10, 20):
+        (tmp_path / "pairs" / f"{i}.png").write_bytes(b"not an image")
+    r = cli("data", "split", tmp_path / "pairs", tmp_path / "out", "--val", "0.2",
+            "--test", "0.2", "--json")
+    assert r.exit_code == 1  # finished, with skipped files
+    result = json.loads(r.out)
+    # 20% of the 10 images that decode, not of the 20 files.
+    assert list(result["written"].values()) == [6, 2, 2]
+    assert sorted(s["name"] for s in result["skipped"]) == [f"{i}.png" for i in range(10, 20)]
+    r = cli("data", "split", tmp_path / "pairs", tmp_path / "out", "--val", "0.5",
+            "--test", "0.5")
+    assert r.exit_code == 2 and "leave some for train" in r.stderr

@@ -1,5 +1,6 @@
 import base64
 import html.parser
+import importlib.util
 import io
 import json
 import shutil
@@ -7,8 +8,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
 import torch
+from conftest import skip_or_fail
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -206,9 +207,11 @@ CHROMIUM = next((shutil.which(name) for name in ("chromium", "chromium-browser",
                  if shutil.which(name)), None)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(tmp_path):
-    pytest.importorskip("matplotlib")
+    if CHROMIUM is None:
+        skip_or_fail("chromium is not installed (apt-get install chromium)", "CI")
+    if importlib.util.find_spec("matplotlib") is None:
+        skip_or_fail("matplotlib is not installed (the report extra)", "CI")
     run = make_run(tmp_path)
     result = report.write_report(run)
     shot = tmp_path / "shot.png"

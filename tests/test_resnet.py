@@ -254,7 +254,7 @@ def test_recipe_generator_choice_and_validation():
     # num_downs does not apply to a ResNet, so a crop size of any multiple of 4 is fine.
     recipe_from_dict({"data": {"load_size": 300, "crop_size": 300},
                       "model": {"generator": "resnet_9blocks"}})
-    with pytest.raises(P2PError, match="not a multiple of 4.*resnet_9blocks"):
+    with pytest.raises(P2PError, match="not a multiple of 4, the generator.s stride"):
         recipe_from_dict({"data": {"crop_size": 254}, "model": {"generator": "resnet_9blocks"}})
     with pytest.raises(P2PError, match="not one of unet, resnet_6blocks, resnet_9blocks"):
         recipe_from_dict({"model": {"generator": "resnet_8blocks"}})

@@ -176,3 +176,33 @@ def test_instance_norm_models_tile_in_paper_mode(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     with Image.open(tmp_path / "o.png") as out:
         assert out.size == (45, 70)
+
+
+def test_sixteen_bit_four_channel_data_tiles_at_its_depth(cli, tmp_path):
+    # Inputs of other depths arrive normalized as floats and leave as the model's depth: a tiled
+    # image that fits one tile is the --keep-size output, in 16 bits.
+    from p2p.images import read_raster, save_raster
+
+    torch.manual_seed(0)
+    generator = init_weights(UnetGenerator(GeneratorConfig(num_downs=5, ngf=8, in_channels=4,
+                                                           out_channels=1)))
+    sixteen = {"dtype": "uint16", "range": [0.0, 65535.0], "explicit": False}
+    save_checkpoint(tmp_path / "g.pt", generator_state(
+        generator, "AtoB", 32, normalization={"source": sixteen, "target": sixteen}))
+    rng = np.random.default_rng(0)
+    save_raster(rng.integers(0, 65536, (40, 50, 4), dtype=np.uint16), tmp_path / "in.tif")
+    outputs = {}
+    for args in (["--tile", "64"], ["--keep-size"]):
+        out = tmp_path / f"{args[0][2:]}.png"
+        r = cli("translate", "-c", tmp_path / "g.pt", tmp_path / "in.tif", out, "--eval-mode",
+                *args)
+        assert r.exit_code == 0, r.stderr
+        outputs[args[0]] = read_raster(out).pixels
+    tiled = outputs["--tile"]
+    assert tiled.dtype == np.uint16 and tiled.shape[:2] == (40, 50)
+    assert np.array_equal(tiled, outputs["--keep-size"])
+    r = cli("translate", "-c", tmp_path / "g.pt", tmp_path / "in.tif", tmp_path / "4.png",
+            "--eval-mode", "--tile", "32", "--overlap", "8")  # 2 x 2 tiles, blended in float
+    assert r.exit_code == 0, r.stderr
+    blended = read_raster(tmp_path / "4.png").pixels
+    assert blended.dtype == np.uint16 and blended.shape[:2] == (40, 50)

@@ -136,3 +136,37 @@ def test_incomplete_or_foreign_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(P2PError, match="not a p2p checkpoint"):
         load_generator(tmp_path / "other.pt")
     assert FORMAT.startswith("p2p-checkpoint")
+
+
+@pytest.mark.parametrize("log_every", [1, 100])  # the loss check, and the check before saving
+def test_divergence_keeps_the_last_finite_checkpoint(cli, tiny, tmp_path, log_every):
+    run = tmp_path / "run"
+    r = cli("train", tiny(6), "--out", run, "--set", "train.lr=1e8", "--set",
+            f"train.log_every={log_every}", "--set", "train.checkpoint_every=1")
+    assert r.exit_code == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: training diverged at iteration")
+    latest = run / "checkpoints" / "latest.pt"
+    if latest.exists():  # every checkpoint written holds numbers, so --resume can work
+        state = load_checkpoint(run)
+        for key in ("generator", "discriminator"):
+            assert all(torch.isfinite(t).all() for t in state[key].values()
+                       if t.is_floating_point()), key
+
+
+@pytest.mark.parametrize("value", [".inf", ".nan"])
+def test_non_finite_learning_rate_trains_nothing(cli, tiny, tmp_path, value):
+    r = cli("train", tiny(4), "--out", tmp_path / "run", "--set", f"train.lr={value}")
+    assert r.exit_code == 2 and "train.lr must be a finite number > 0" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_allocating(cli, tiny, tmp_path):
+    # ngf 1024 at batch 65536: exabytes of feature maps; no machine has that, so the real probe
+    # of available memory answers.
+    run = tmp_path / "run"
+    r = cli("train", tiny(4), "--out", run, "--set", "model.ngf=1024",
+            "--set", "data.batch_size=65536")
+    assert r.exit_code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: recipe needs at least ") and " is free " in lines[-1]
+    assert "lower model.ngf" in lines[-1] and not (run / "checkpoints").exists()

@@ -6,15 +6,27 @@ the published module trees (official: one Sequential per level; mmagic: ConvModu
 same outputs, not only same keys.
 """
 
+import collections
+import contextlib
 import dataclasses
+import functools
 import hashlib
+import importlib.util
 import io
 import json
+import os
 import pathlib
+import pickle
+import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 import torch
+from conftest import skip_or_fail
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from p2p import checkpoint, zoo
@@ -104,19 +116,86 @@ def seeded(module: nn.Module, seed: int) -> nn.Module:
 
 
 def published_file(layout: str, *, seed=0, domain="photo", drop_batches_tracked=False,
-                   **shape) -> tuple[PublishedUnet, bytes]:
+                   mmengine=False, **shape) -> tuple[PublishedUnet, bytes]:
     source = seeded(PublishedUnet(layout, **{**SMALL, **shape}), seed)
     weights = source.state_dict()
     if drop_batches_tracked:  # as saved by PyTorch < 0.4.1
         weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
     if layout == "mmagic":
-        weights = {"meta": {"mmcv_version": "1.3.12", "iter": 80000},
-                   "state_dict": {**{f"generators.{domain}.{k}": v for k, v in weights.items()},
-                                  "discriminators.photo.model.0.conv.weight":
-                                      torch.randn(8, 6, 4, 4)}}
+        state_dict = {**{f"generators.{domain}.{k}": v for k, v in weights.items()},
+                      "discriminators.photo.model.0.conv.weight":
+                          torch.randn(8, 6, 4, 4, generator=torch.Generator().manual_seed(seed))}
+        weights = {"meta": {"mmcv_version": "1.3.12", "iter": 80000}, "state_dict": state_dict}
+        if mmengine:
+            return source, mmengine_checkpoint(source, state_dict)
     buffer = io.BytesIO()
     torch.save(weights, buffer)
     return source, buffer.getvalue()
+
+
+@contextlib.contextmanager
+def stand_in_modules(**classes):
+    """Register modules named like mmengine's holding ``classes`` ({"module:Name": class}), so
+    that pickle writes their names; they are gone again afterwards, as on a machine without
+    mmengine."""
+    names = {}
+    for spec, cls in classes.items():
+        module, name = spec.split(":")
+        cls.__module__, cls.__qualname__ = module, name
+        for depth in range(1, module.count(".") + 2):
+            names.setdefault(".".join(module.split(".")[:depth]), {})
+        names[module][name] = cls
+    assert not set(names) & set(sys.modules)
+    for module, members in names.items():
+        sys.modules[module] = types.ModuleType(module)
+        vars(sys.modules[module]).update(members)
+    try:
+        yield
+    finally:
+        for module in names:
+            del sys.modules[module]
+
+
+class HistoryBuffer:
+    """Stands in for mmengine.logging.history_buffer.HistoryBuffer (its attributes, as pickled)."""
+
+    def __init__(self, log_history, count_history, max_length=1000000):
+        self.max_length = max_length
+        self._log_history = np.array(log_history)
+        self._count_history = np.array(count_history)
+
+
+def mmengine_checkpoint(source: nn.Module, state_dict: dict) -> bytes:
+    """An mmagic 1.x checkpoint as mmengine's Runner.save_checkpoint writes it: meta,
+    state_dict, message_hub (HistoryBuffer objects, numpy arrays), optimizer, param_schedulers."""
+    params = list(source.parameters())
+    adam = {"state": {i: {"step": torch.tensor(80000.0), "exp_avg": torch.zeros_like(p),
+                          "exp_avg_sq": torch.ones_like(p)} for i, p in enumerate(params)},
+            "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "eps": 1e-8,
+                              "weight_decay": 0, "amsgrad": False,
+                              "params": list(range(len(params)))}]}
+    scalars = collections.OrderedDict(
+        [("train/loss_pix", HistoryBuffer([12.5, 11.25], [1, 1])),
+         ("train/lr", HistoryBuffer([2e-4], [1]))])
+    checkpoint = {
+        "meta": {"epoch": 0, "iter": 80000, "cfg": "model = dict(type='Pix2Pix')", "seed": 2022,
+                 "experiment_name": "pix2pix_facades", "time": "20230406_120000",
+                 "mmengine_version": "0.7.2", "dataset_meta": {}},
+        "state_dict": collections.OrderedDict(state_dict),
+        "message_hub": {"log_scalars": scalars,
+                        "runtime_info": collections.OrderedDict(
+                            [("iter", 80000), ("max_iters", 80000),
+                             ("dataset_meta", {"classes": np.array(["photo", "mask"])})]),
+                        "resumed_keys": collections.OrderedDict(
+                            [("train/loss_pix", True), ("iter", True)])},
+        "optimizer": {"generators": adam, "discriminators": adam},  # an OptimWrapperDict's
+        "param_schedulers": {"generators": [{"by_epoch": False, "last_step": 80000,
+                                             "base_values": [np.float64(2e-4)]}]},
+    }
+    buffer = io.BytesIO()
+    with stand_in_modules(**{"mmengine.logging.history_buffer:HistoryBuffer": HistoryBuffer}):
+        torch.save(checkpoint, buffer)
+    return buffer.getvalue()
 
 
 def serve(http_server, monkeypatch, name: str, body: bytes, full_hash=False) -> zoo.ZooEntry:
@@ -183,20 +262,25 @@ def test_registry_facts():
         if e.layout == "mmagic":
             assert e.url.startswith("https://download.openmmlab.com/mmediting/pix2pix/refactor/")
             assert e.url.endswith(f"-{e.sha256}.pth") and len(e.sha256) == 8
-            assert e.bgr == ("convert-bgr" in e.url) and e.domain
-    assert not zoo.find_entry("facades").bgr and zoo.find_entry("aerial2maps").bgr
+            assert e.domain
+        # Every mmagic pix2pix generator is BGR (facades included); the official ones are RGB.
+        assert e.bgr == (e.layout == "mmagic")
 
 
 # --- pull -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,layout,extra", [
-    ("facades", "mmagic", {}),
-    ("aerial2maps", "mmagic", {"domain": "map"}),  # BGR in and out
-    ("official-sat2map", "official", {}),
-    ("official-day2night", "official", {"drop_batches_tracked": True}),
+# Every mmagic generator reads and writes BGR (facades: an mmgen run on OpenCV's BGR arrays; the
+# other three converted to BGR), so each is checked against its source on flipped channels.
+@pytest.mark.parametrize("name,layout,extra,bgr", [
+    ("facades", "mmagic", {}, True),
+    ("aerial2maps", "mmagic", {"domain": "map"}, True),
+    ("maps2aerial", "mmagic", {"domain": "aerial"}, True),
+    ("edges2shoes", "mmagic", {"domain": "photo"}, True),
+    ("official-sat2map", "official", {}, False),
+    ("official-day2night", "official", {"drop_batches_tracked": True}, False),
 ])
 def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_home, name,
-                                            layout, extra):
+                                            layout, extra, bgr):
     source, body = published_file(layout, **extra)
     entry = serve(http_server, monkeypatch, name, body)
     r = cli("zoo", "pull", name)
@@ -211,7 +295,12 @@ def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_h
                                          "norm": "batch", "dropout": True,
                                          "architecture": "unet", "blocks": 9}
     assert state["source"]["sha256"] == hashlib.sha256(body).hexdigest()
-    assert_same_function(generator, source, bgr=entry.bgr)
+    assert state["source"]["bgr"] == bgr
+    assert_same_function(generator, source, bgr=bgr)
+    if bgr:  # the flip matters: unflipped, the two differ
+        x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+        with torch.no_grad():
+            assert not torch.allclose(generator.eval()(x), source.eval()(x), atol=1e-2)
 
 
 def test_hash_mismatch_deletes_the_download_and_exits_2(cli, http_server, p2p_home):
@@ -247,6 +336,122 @@ def test_malicious_pickle_is_refused(cli, http_server, monkeypatch, tmp_path, p2
     r = cli("zoo", "import", tmp_path / "evil.pth", "--format", "official", "--name", "evil")
     assert r.exit_code == 2 and "refused to load" in r.stderr
     assert not marker.exists() and not zoo.converted_path("evil").exists()
+
+
+def test_restricted_reader_builds_numpy_only_as_numpy_checks_it(tmp_path):
+    """numpy's own unpickling trusts its input: an ndarray called on raw bytes with an object
+    dtype, or a dtype state saying an object dtype holds no objects, would make objects of
+    arbitrary bytes. Arrays are rebuilt; those are refused."""
+    from p2p import safe_pickle
+
+    arrays = {"f8": np.arange(5.0), "objects": np.array([1, "x", None], dtype=object),
+              "text": np.array(["ab", "c"]), "days": np.array(["2020-01-01"], dtype="M8[D]"),
+              "scalar": np.float32(2.5), "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3))}
+    torch.save(arrays, tmp_path / "arrays.pt")
+    loaded = safe_pickle.load(tmp_path / "arrays.pt")
+    for key, value in arrays.items():
+        assert loaded[key].dtype == value.dtype and (loaded[key] == value).all(), key
+    for attack in (calls(np.ndarray, (1,), "O", b"\x10" * 8),
+                   type("D", (), {"__reduce__": lambda self: (
+                       np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))})()):
+        torch.save({"x": attack}, tmp_path / "attack.pt")
+        with pytest.raises(pickle.UnpicklingError):
+            safe_pickle.load(tmp_path / "attack.pt")
+
+
+def calls(function, *args):
+    """An object that unpickling turns into the call ``function(*args)``."""
+    return type("Call", (), {"__reduce__": lambda self: (function, args)})()
+
+
+def touch_command(marker) -> str:
+    return f"{sys.executable} -c \"import pathlib; pathlib.Path({str(marker)!r}).touch()\""
+
+
+@pytest.mark.parametrize("make_payload", [
+    lambda marker: calls(os.system, touch_command(marker)),
+    lambda marker: calls(eval, f"__import__('pathlib').Path({str(marker)!r}).touch()"),
+    lambda marker: calls(subprocess.call, touch_command(marker), True),
+    lambda marker: calls(functools.partial(os.system, touch_command(marker))),
+    lambda marker: calls(pathlib.Path.touch, marker),
+], ids=["os.system", "eval", "subprocess.call", "functools.partial", "Path.touch"])
+def test_malicious_mmengine_checkpoint_is_refused(cli, tmp_path, make_payload):
+    """The mmagic format reads other classes as placeholders, but calls nothing: a pickle that
+    would call a function is refused before anything runs."""
+    from p2p import safe_pickle
+
+    _, plain = published_file("mmagic")
+    raw = torch.load(io.BytesIO(plain), weights_only=True)
+    marker = tmp_path / "code-ran"
+    # A HistoryBuffer first, so that the restricted reader (not only torch's) meets the call.
+    raw["message_hub"] = {"log_scalars": {"loss": HistoryBuffer([1.0], [1]),
+                                          "lr": make_payload(marker)}}
+    with stand_in_modules(**{"mmengine.logging.history_buffer:HistoryBuffer": HistoryBuffer}):
+        torch.save(raw, tmp_path / "evil.pth")
+    with pytest.raises(safe_pickle.RefusedGlobal):
+        safe_pickle.load(tmp_path / "evil.pth")
+    r = cli("zoo", "import", tmp_path / "evil.pth", "--format", "mmagic", "--name", "evil")
+    assert r.exit_code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "refused to load" in lines[0]
+    assert "could run code" in lines[0] and "weights_only" not in lines[0]
+    assert not marker.exists() and not zoo.converted_path("evil").exists()
+
+
+def saved_generator(tmp_path) -> bytes:
+    path = tmp_path / "real.pt"
+    generator = UnetGenerator(GeneratorConfig(num_downs=5, ngf=4))
+    checkpoint.save_checkpoint(path, checkpoint.generator_state(generator, "AtoB", 32))
+    return path.read_bytes()
+
+
+def legacy_cut_in_a_name(_) -> bytes:
+    """A file of the format before PyTorch 1.6, cut inside a global's name: torch reports a
+    global it does not allow ("torch._utils._rebuil"), one that cannot exist."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer, _use_new_zipfile_serialization=False)
+    body = buffer.getvalue()
+    return body[:body.index(b"_rebuild_tensor_v2") + 8]
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda real: np.random.default_rng(0).bytes(5000),
+    lambda real: real[: len(real) // 2],
+    lambda real: real[:-1],
+    lambda real: b"",
+    lambda real: b"not a checkpoint\n" * 10,
+    legacy_cut_in_a_name,
+], ids=["random bytes", "truncated", "last byte missing", "empty", "text", "legacy cut"])
+@pytest.mark.parametrize("command", ["import", "translate"])
+def test_corrupt_files_are_not_readable_checkpoints(cli, tmp_path, corrupt, command):
+    file = tmp_path / "bad.pth"
+    file.write_bytes(corrupt(saved_generator(tmp_path)))
+    if command == "import":
+        r = cli("zoo", "import", file, "--format", "mmagic", "--name", "bad")
+    else:
+        r = cli("translate", "-c", file, file, tmp_path / "out.png")
+    assert r.exit_code == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert lines == [f"error: {file}: not a readable checkpoint (corrupt, truncated or not a "
+                     "PyTorch file) (check its size and checksum, or download it again)"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 4000))
+def test_any_bytes_are_a_user_error(data, cut):
+    """Garbage, or a cut checkpoint followed by garbage, never escapes as another exception."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        real = pathlib.Path(folder) / "real.pt"
+        torch.save({"w": torch.arange(4.0), "meta": {"iter": 1}}, real)
+        file = pathlib.Path(folder) / "x.pth"
+        file.write_bytes(real.read_bytes()[:cut] + data)
+        for inert in (False, True):
+            try:
+                checkpoint.load_weights_only(file, inert_classes=inert)
+            except P2PError as exc:
+                assert "weights_only" not in str(exc) and "arbitrary" not in str(exc)
 
 
 def test_pull_from_file_checks_and_keeps_it(cli, http_server, monkeypatch, tmp_path):
@@ -315,8 +520,13 @@ def test_import_official_run_and_list(cli, tmp_path):
     assert rows["my-facades"]["source"] == "imported" and rows["my-facades"]["present"]
     assert rows["my-facades"]["direction"] == "BtoA"
     assert not rows["facades"]["present"] and rows["facades"]["source"] == "mmagic"
+    assert {name: row["channels"] for name, row in rows.items()} == {
+        **{e.name: "BGR" if e.layout == "mmagic" else "RGB" for e in zoo.ENTRIES},
+        "my-facades": "RGB"}
     r = cli("zoo", "list")
     assert r.exit_code == 0 and "official-facades_label2photo" in r.out and "my-facades" in r.out
+    channels = {line.split()[1]: line for line in r.out.splitlines() if line.startswith("│")}
+    assert "BGR -> RGB" in channels["facades"] and "BGR" not in channels["my-facades"]
 
     r = cli("zoo", "import", file, "--format", "mmagic", "--name", "x")
     assert r.exit_code == 2 and "try --format official" in r.stderr
@@ -347,6 +557,76 @@ def test_import_mmagic_bgr(cli, tmp_path):
     assert r.exit_code == 0, r.stderr
     generator, _ = checkpoint.load_generator(r.out.strip())
     assert_same_function(generator, source, bgr=True)
+    rows = {row["name"]: row for row in json.loads(cli("zoo", "list", "--json").out)}
+    assert rows["m2a"]["channels"] == "BGR"
+
+
+def test_import_mmengine_checkpoint_without_mmengine(cli, tmp_path):
+    """An mmagic 1.x / mmengine training checkpoint imports and translates exactly like the plain
+    {meta, state_dict} file of the same tensors, with mmengine absent and nothing of it run."""
+    from PIL import Image
+
+    _, plain = published_file("mmagic", seed=6)
+    _, full = published_file("mmagic", seed=6, mmengine=True)
+    assert b"mmengine.logging.history_buffer" in full and b"message_hub" in full
+    with pytest.raises(pickle.UnpicklingError):  # what weights-only loading alone does with it
+        torch.load(io.BytesIO(full), weights_only=True)
+    Image.new("RGB", (SIZE, SIZE), (200, 40, 90)).save(tmp_path / "labels.png")
+    converted, outputs = {}, {}
+    for name, body in (("plain", plain), ("engine", full)):
+        (tmp_path / f"{name}.pth").write_bytes(body)
+        r = cli("zoo", "import", tmp_path / f"{name}.pth", "--format", "mmagic", "--name", name,
+                "--bgr")
+        assert r.exit_code == 0, r.stderr
+        converted[name] = checkpoint.load_checkpoint(r.out.strip())["generator"]
+        r = cli("translate", "--task", name, tmp_path / "labels.png", tmp_path / f"{name}.png",
+                "--seed", 0)
+        assert r.exit_code == 0, r.stderr
+        outputs[name] = (tmp_path / f"{name}.png").read_bytes()
+    assert "mmengine" not in sys.modules
+    assert converted["engine"].keys() == converted["plain"].keys()
+    assert all(torch.equal(converted["engine"][k], v) for k, v in converted["plain"].items())
+    assert outputs["engine"] == outputs["plain"]
+
+
+def test_mmengine_objects_are_read_as_inert_placeholders(tmp_path):
+    """Classes the file names are never looked up or called, even where they exist: a reduce of
+    one yields a placeholder holding its arguments and state."""
+    from p2p import safe_pickle
+
+    marker = tmp_path / "code-ran"
+
+    class Trap:
+        def __init__(self, *args):
+            marker.touch()
+
+        def __reduce__(self):
+            return Trap, (str(marker),), {"state": 1}
+
+        def __setstate__(self, state):
+            marker.touch()
+
+    class ConfigDict(dict):
+        pass
+
+    config = ConfigDict(lr=2e-4)
+    config.extra = "x"
+    file = tmp_path / "objects.pth"
+    with stand_in_modules(**{"mmengine.trap:Trap": Trap, "mmengine.config:ConfigDict": ConfigDict}):
+        torch.save({"trap": object.__new__(Trap), "cfg": config, "w": torch.arange(3.0)}, file)
+        marker.unlink(missing_ok=True)
+        sys.modules["mmengine.trap"].Trap = Trap  # even present, it is not used
+        loaded = checkpoint.load_weights_only(file, inert_classes=True)
+    assert not marker.exists()
+    trap, cfg = loaded["trap"], loaded["cfg"]
+    assert isinstance(trap, safe_pickle.Placeholder) and not isinstance(trap, Trap)
+    assert (trap.module, trap.name, trap.args, trap.state) == (
+        "mmengine.trap", "Trap", (str(marker),), {"state": 1})
+    assert (cfg.module, cfg.name, cfg.items, cfg.state) == (
+        "mmengine.config", "ConfigDict", {"lr": 2e-4}, {"extra": "x"})
+    assert torch.equal(loaded["w"], torch.arange(3.0))
+    with pytest.raises(P2PError, match="refused to load: it needs mmengine.trap.Trap"):
+        checkpoint.load_weights_only(file)  # only where the caller asks for placeholders
 
 
 def tampered(change):
@@ -394,12 +674,15 @@ def test_export_torchscript_dynamic_batch(cli, small_checkpoint, tmp_path):
 
 
 def test_export_onnx(cli, small_checkpoint, tmp_path):
-    pytest.importorskip("onnx")
+    for module in ("onnx", "onnxruntime"):
+        if importlib.util.find_spec(module) is None:
+            skip_or_fail(f"{module} is not installed (the onnx extra)", "CI")
+    import onnxruntime as ort
+
     generator, path = small_checkpoint
     out = tmp_path / "g.onnx"
     r = cli("zoo", "export", path, out, "--format", "onnx")
     assert r.exit_code == 0, r.stderr
-    ort = pytest.importorskip("onnxruntime")
     assert "checked with onnxruntime" in r.stderr
     x = torch.rand(3, 3, 32, 32) * 2 - 1
     y = ort.InferenceSession(str(out)).run(None, {"input": x.numpy()})[0]
@@ -416,3 +699,34 @@ def test_export_failures_write_nothing(cli, small_checkpoint, tmp_path, monkeypa
     r = cli("zoo", "export", path, tmp_path / "g.ts", "--format", "torchscript")
     assert r.exit_code == 2 and "nothing was written" in r.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("g.", ".g."))] == []
+
+
+@pytest.mark.parametrize("foreign", [
+    b"",  # empty
+    b"a text file, not a checkpoint\n",
+    [1, 2],  # saved with torch.save from here on: a list
+    {"generator": {}},  # a mapping without source or direction
+    {"source": "x", "direction": "AtoB"},  # a source that is not a mapping
+])
+def test_list_shows_a_foreign_file_as_unreadable(cli, tmp_path, foreign):
+    source, body = published_file("official", seed=3)
+    file = tmp_path / "latest_net_G.pth"
+    file.write_bytes(body)
+    assert cli("zoo", "import", file, "--format", "official", "--name", "mine").exit_code == 0
+    stray = zoo.zoo_dir() / "stray" / zoo.CHECKPOINT_NAME
+    stray.parent.mkdir()
+    if isinstance(foreign, bytes):
+        stray.write_bytes(foreign)
+    else:
+        torch.save(foreign, stray)
+
+    r = cli("zoo", "list", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert len(rows) == len(zoo.ENTRIES) + 2
+    assert rows["mine"]["present"] and rows["mine"]["problem"] is None
+    assert rows["stray"]["task"] == "unreadable" and not rows["stray"]["present"]
+    assert str(stray) in rows["stray"]["problem"]
+    r = cli("zoo", "list")
+    assert r.exit_code == 0 and "mine" in r.out and "stray" in r.out and "unreadable" in r.out
+    assert r.stderr.count("\n") == 1 and f"stray is unreadable: {stray}" in r.stderr

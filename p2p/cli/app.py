@@ -7,6 +7,7 @@ import typer
 from p2p import __version__
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.paths import StdoutClosed, stdout_write_errors
 
 app = typer.Typer(
     name="p2p",
@@ -52,13 +53,46 @@ from p2p.cli import report as _report  # noqa: E402
 app.command("report")(_report.report)
 
 
+# The usage error of the click that Typer runs on (its own copy in recent Typer, the click
+# package in older ones): Typer exports BadParameter, a direct subclass of it.
+UsageError = typer.BadParameter.__base__
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error."""
+    """The console script. Exit codes: 0 ok, 1 finished with skipped items, 2 user error,
+    130 interrupted, 141 stdout's reader stopped early (`| head`)."""
     try:
-        app(args=argv, prog_name="p2p")
+        # Not standalone: usage errors come here instead of Typer's boxed panel; typer.Exit
+        # (--help, --version, a command's own code, Ctrl-C inside Typer: 130) is returned.
+        # Results that stdout cannot take (a full device) are an error too.
+        with stdout_write_errors():
+            code = app(args=argv, prog_name="p2p", standalone_mode=False)
     except P2PError as exc:
         console.error(str(exc))
         sys.exit(2)
-    except KeyboardInterrupt:
+    except UsageError as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            console.error(usage_error_line(exc))
+        elif exc.format_message().strip():  # a group without a command: its help, which
+            exc.show()  # recent Typer has printed already (older: it is the message)
+        sys.exit(2)
+    except StdoutClosed:  # the reader of stdout stopped early: quiet, as a shell's tools
+        sys.exit(141)  # 128 + SIGPIPE
+    except (KeyboardInterrupt, typer.Abort):  # older click turns Ctrl-C into Abort
         console.error("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(exc: Exception) -> str:
+    """Click's message as one line in our style, with where to find the usage."""
+    possibilities = getattr(exc, "possibilities", None)  # an unknown option's close names
+    message = exc.message if possibilities else exc.format_message()
+    message = " ".join(message.split()).rstrip(".")
+    if message[:2].istitle():  # "No such option" -> "no such option", but "CUDA" stays
+        message = message[0].lower() + message[1:]
+    ctx = getattr(exc, "ctx", None)
+    see = f"see '{ctx.command_path if ctx is not None else 'p2p'} --help'"
+    if possibilities:
+        return f"{message} (did you mean {' or '.join(sorted(possibilities))}? {see})"
+    return f"{message} ({see})"

@@ -1,12 +1,15 @@
 """``p2p train``: parse, resolve the recipe and data, run the core loop, report."""
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from p2p.cli import console
-from p2p.errors import P2PError
+from p2p.errors import P2PError, StoppedBeforeStart
 
 
 def train(
@@ -28,8 +31,21 @@ def train(
                               "total over them."),
 ) -> None:
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
+    try:
+        with contextlib.ExitStack() as held, _stopped_at_start_up() as start_up:
+            _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc, held,
+                   start_up)
+    except StoppedBeforeStart as exc:
+        console.info(f"stopped by {exc} before training started: nothing was trained yet")
+        raise typer.Exit(130) from None
+
+
+def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
+           held: contextlib.ExitStack, start_up: contextlib.ExitStack) -> None:
+    """``held``: what stays held until the command ends (the run lock); ``start_up``: closed when
+    the core takes over the signals."""
     # The core is imported here, not at the top, so `p2p --help` and completion skip torch.
-    from p2p import distributed
+    from p2p import distributed, run_lock
     from p2p import train as core
     from p2p.data.catalog import resolve_dataset
     from p2p.device import pick_device
@@ -56,6 +72,8 @@ def train(
 
     if tensorboard:
         recipe.train.tensorboard = True
+    if world.is_main:  # one writer per run directory: the others are refused here
+        held.enter_context(run_lock.hold(run_dir))
     # Refuse what the processes would refuse before they start (under --nproc: said once).
     device = pick_device(recipe.train.device, "train.device")
     distributed.check(recipe, max(nproc, world.size), device.type)
@@ -70,10 +88,16 @@ def train(
         worker_args += ["--iters", str(iters)] if iters is not None else []
         worker_args += ["--tensorboard"] if tensorboard else []
         console.info(f"starting {nproc} training processes with torchrun")
-        raise typer.Exit(distributed.launch(nproc, worker_args))
+        start_up.close()  # torchrun takes the signals and passes them to the processes
+        with run_lock.lent_to_children():
+            raise typer.Exit(distributed.launch(nproc, worker_args))
     if not world.is_main:  # the other ranks train quietly; rank 0 reports for all
-        outcome = core.train(recipe, core.load_dataset(recipe, data_root), run_dir,
-                             resume is not None)
+        try:
+            dataset = core.load_dataset(recipe, data_root)
+            start_up.close()
+            outcome = core.train(recipe, dataset, run_dir, resume is not None)
+        except StoppedBeforeStart:
+            raise typer.Exit(130) from None
         raise typer.Exit(130 if outcome.stopped_by else 0)
     board = open_tensorboard(run_dir) if recipe.train.tensorboard else None
     on_sample = board.sample if board else None
@@ -82,6 +106,7 @@ def train(
                  f"({recipe.data.direction}){processes} -> {run_dir}")
     with console.progress_bar("loading data", unit="images") as update:
         dataset = core.load_dataset(recipe, data_root, progress=update)
+    start_up.close()
     if sys.stderr.isatty():
         with console.progress_bar("training", total=recipe.train.iters) as update:
             outcome = core.train(recipe, dataset, run_dir, resume is not None,
@@ -119,3 +144,17 @@ def _also_to(board, show):
         board.log(record)
 
     return on_log
+
+
+@contextlib.contextmanager
+def _stopped_at_start_up() -> Iterator[contextlib.ExitStack]:
+    """Until the training loop takes them over (closing the yielded stack), SIGINT and SIGTERM
+    stop the command at once with StoppedBeforeStart: there is nothing to save yet. Without
+    this, SIGTERM would kill the process without a word."""
+    def stop(signum, frame):
+        raise StoppedBeforeStart(signal.Signals(signum).name)
+
+    with contextlib.ExitStack() as stack:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            stack.callback(signal.signal, sig, signal.signal(sig, stop))
+        yield stack

@@ -10,6 +10,7 @@ import typer
 
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.paths import write_stdout
 
 SHOWN = 10  # names listed before "... and N more"
 
@@ -17,6 +18,8 @@ SHOWN = 10  # names listed before "... and N more"
 class Ext(str, Enum):
     png = "png"
     jpg = "jpg"
+    tif = "tif"
+    npy = "npy"
 
 
 def translate(
@@ -25,7 +28,7 @@ def translate(
         "on stdin.")],
     output: Annotated[str, typer.Argument(
         metavar="OUTPUT", help="A folder (same relative names), an image file, or - for PNG "
-        "bytes on stdout.")],
+        "bytes on stdout (TIFF when PNG cannot hold the output).")],
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", "-c", help="A checkpoint file or a training run directory (its latest "
         "checkpoint).")] = None,
@@ -54,8 +57,11 @@ def translate(
         "--seed", help="Make the paper mode's dropout repeatable.")] = None,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", "-b", min=1, help="Images per forward pass.")] = 4,
-    ext: Annotated[Ext, typer.Option(
-        "--ext", help="Output format when OUTPUT is a folder.")] = Ext.png,
+    ext: Annotated[Ext | None, typer.Option(
+        "--ext", help="Output format when OUTPUT is a folder. Default: tif for TIFF inputs, npy "
+        "for .npy inputs, else png (tif when PNG cannot hold the output). Outputs keep the "
+        "model's depth and channel count (PNG: 1 or 3 channels, 8 or 16 bits; tif, npy: any).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace existing outputs.")] = False,
     skip_bad: Annotated[bool, typer.Option(
@@ -77,13 +83,18 @@ def translate(
         stdin = sys.stdin.buffer.read()
     from p2p import translate as core  # here, so `p2p --help` skips torch
 
-    plan = core.plan_jobs(input, output, ext.value, overwrite, stdin)
+    model = None
+    if ext is None and checkpoint is not None:  # the default format follows what the model writes
+        model = core.load_model(checkpoint, None, device)
+    plan = core.plan_jobs(input, output, ext.value if ext else None, overwrite, stdin,
+                          png_holds_output=model is None or model.png_holds_output)
 
     report = core.Report()
     if plan.jobs:
-        with contextlib.ExitStack() as bars:
-            download = console.lazy_bar(bars, f"downloading {task}", "bytes")
-            model = core.load_model(checkpoint, task, device, download_progress=download)
+        if model is None:
+            with contextlib.ExitStack() as bars:
+                download = console.lazy_bar(bars, f"downloading {task}", "bytes")
+                model = core.load_model(checkpoint, task, device, download_progress=download)
         options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
                                         keep_size=keep_size, paper_mode=not eval_mode,
                                         batch_size=batch_size, seed=seed, skip_bad=skip_bad,
@@ -93,8 +104,7 @@ def translate(
             report = core.translate(model, plan.jobs, options, progress)
 
     if report.output_bytes is not None:
-        sys.stdout.buffer.write(report.output_bytes)
-        sys.stdout.buffer.flush()
+        write_stdout(report.output_bytes)
     _list("not overwritten (exists; --overwrite replaces)", [str(p) for p in plan.existing])
     _list("skipped", report.bad)
     where = "stdout" if output == "-" else output

@@ -24,19 +24,29 @@ def _size(n: int | None) -> str:
 @app.command("list")
 def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False
           ) -> None:
-    """List the zoo: name, task, direction, source, size, whether it is present."""
+    """List the zoo: name, task, direction, source, channel order, size, whether it is present.
+
+    The channel order is the published generator's; p2p converts BGR ones to RGB.
+    """
     from p2p import zoo  # here, so `p2p --help` skips torch
 
     rows = zoo.listing()
     if json_out:
         print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
         return
-    table = Table("name", "task", "direction", "source", "size", "present")
+    table = Table("name", "task", "direction", "source", "channels", "size", "present")
     for r in rows:
-        table.add_row(r.name, r.task, r.direction, r.source, _size(r.size),
-                      f"yes ({_size(r.local_size)})" if r.present else "no")
+        # Every zoo model runs RGB in p2p: "BGR -> RGB" says the published one was flipped.
+        channels = "BGR -> RGB" if r.channels == "BGR" else r.channels
+        table.add_row(r.name, r.task, r.direction, r.source, channels, _size(r.size),
+                      f"yes ({_size(r.local_size)})" if r.present else
+                      "unreadable" if r.problem else "no")
     # Not a terminal: no width limit, so names are never cut in pipes and logs.
     Console(width=None if sys.stdout.isatty() else 1000).print(table)
+    for r in rows:
+        if r.problem:
+            console.info(f"{r.name} is unreadable: {r.problem} (import it again with "
+                         f"'p2p zoo import FILE --name {r.name}', or delete its folder)")
 
 
 @app.command("pull")
@@ -73,7 +83,7 @@ def import_(
     image_size: Annotated[int, typer.Option(
         "--image-size", help="Image size it was trained at.")] = 256,
     bgr: Annotated[bool, typer.Option(
-        "--bgr", help="It reads and writes BGR (mmagic *convert-bgr* files): make it RGB.")
+        "--bgr", help="It reads and writes BGR (as mmagic's pix2pix runs do): make it RGB.")
     ] = False,
     dropout: Annotated[bool, typer.Option(
         "--dropout/--no-dropout",

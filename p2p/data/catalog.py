@@ -6,10 +6,14 @@ URLs of the reference download script); ``synthetic`` is generated locally. A da
 expected number of images; a marker file written on install saves recounting.
 """
 
+import contextlib
 import difflib
 import json
 import os
+import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,8 @@ from p2p.archive import replace_directory
 from p2p.data import synthetic
 from p2p.errors import P2PError
 from p2p.images import list_images
-from p2p.paths import datasets_dir, write_bytes_atomic
+from p2p.paths import datasets_dir, write_bytes_atomic, writing
+from p2p.run_lock import locked
 
 OFFICIAL_BASE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
 MIRROR_ENV = "P2P_DATA_MIRROR"
@@ -35,6 +40,17 @@ class Dataset:
     size: int | None = None  # exact archive size in bytes, verified when known
     sha256: str | None = None  # archive digest (or prefix), verified when known
     note: str = ""
+    image_size: tuple[int, int] | None = None  # (width, height) of every A|B image
+
+    @property
+    def max_unpacked_bytes(self) -> int | None:
+        """A generous ceiling on what the archive unpacks to: every image at twice its raw RGB
+        size (the published JPEGs are ~10x smaller), so only a wrong archive or a decompression
+        bomb exceeds it. None where the image size is not known."""
+        if self.image_size is None:
+            return None
+        width, height = self.image_size
+        return sum(self.splits.values()) * 2 * 3 * width * height
 
 
 MB = 1 << 20
@@ -42,21 +58,24 @@ GB = 1 << 30
 # No sha256 or exact byte size of the official archives could be established from a source we
 # trust, so downloads are checked by the server's Content-Length and, after extraction, by the
 # image count of every split (counts: pix2pix paper and listings of the extracted archives).
+# Image sizes: 256x256 per half, maps 600x600 (the archives' images, as in ../shared samples).
+HALVES_256, HALVES_600 = (512, 256), (1200, 600)
 DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("facades", "photo", "label map", {"train": 400, "val": 100, "test": 106},
-            "facades.tar.gz", 29 * MB, note="CMP Facade Database; published run is BtoA"),
+            "facades.tar.gz", 29 * MB, note="CMP Facade Database; published run is BtoA",
+            image_size=HALVES_256),
     Dataset("cityscapes", "photo", "label map", {"train": 2975, "val": 500},
             "cityscapes.tar.gz", 99 * MB,
             note="Cityscapes license: the server may refuse it; build it from "
-                 "cityscapes-dataset.com and use --from"),
+                 "cityscapes-dataset.com and use --from", image_size=HALVES_256),
     Dataset("maps", "aerial photo", "map", {"train": 1096, "val": 1098},
-            "maps.tar.gz", 239 * MB),
+            "maps.tar.gz", 239 * MB, image_size=HALVES_600),
     Dataset("edges2shoes", "edges", "photo", {"train": 49825, "val": 200},
-            "edges2shoes.tar.gz", 2 * GB),
+            "edges2shoes.tar.gz", 2 * GB, image_size=HALVES_256),
     Dataset("edges2handbags", "edges", "photo", {"train": 138567, "val": 200},
-            "edges2handbags.tar.gz", 8 * GB),
+            "edges2handbags.tar.gz", 8 * GB, image_size=HALVES_256),
     Dataset("night2day", "night", "day", {"train": 17823, "val": 10, "test": 2287},
-            "night2day.tar.gz", 1900 * MB),
+            "night2day.tar.gz", 1900 * MB, image_size=HALVES_256),
     Dataset("synthetic", "label map", "render", dict(synthetic.SPLITS), None,
             note="generated locally, no network"),
 ]}
@@ -117,34 +136,53 @@ def verify(dataset: Dataset, folder: Path, label: str) -> dict[str, int]:
     return counts
 
 
-def install(dataset: Dataset, folder: Path, target: Path, source: str, *,
-            replace: bool = True) -> dict[str, int]:
-    """Verify ``folder``, record it as complete and move it to ``target``.
-
-    With ``replace`` an existing ``target`` is replaced; without, one that appeared meanwhile
-    (another process, such as another rank of a distributed run, was faster) is kept.
+def install(dataset: Dataset, folder: Path, target: Path, source: str) -> dict[str, int]:
+    """Verify ``folder``, record it as complete and move it to ``target`` (replacing one there).
     """
     counts = verify(dataset, folder, source)
     record = {"name": dataset.name, "splits": counts, "source": source}
     write_bytes_atomic(folder / MARKER, json.dumps(record, indent=1).encode())
     folder.chmod(0o755)  # it may come from mkdtemp, which makes folders private
-    if replace:
-        replace_directory(folder, target)
-        return counts
-    try:
-        os.replace(folder, target)  # fails, atomically, if a non-empty target exists
-    except OSError:
-        if not target.is_dir():
-            raise
+    replace_directory(folder, target)
     return counts
 
 
-def generate_synthetic(target: Path, *, replace: bool = True) -> dict[str, int]:
-    """Generate the built-in dataset beside ``target`` and install it there."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
+def generate_synthetic(target: Path) -> dict[str, int]:
+    """Generate the built-in dataset beside ``target`` and install it there (call it while
+    ``preparing`` the target)."""
+    with (writing(target),
+          tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work):
         folder = synthetic.generate(Path(work) / target.name)
-        return install(DATASETS["synthetic"], folder, target, "generated", replace=replace)
+        return install(DATASETS["synthetic"], folder, target, "generated")
+
+
+def _leftover_names(name: str) -> tuple[re.Pattern, re.Pattern]:
+    """The hidden folders a dataset's preparation makes beside it: work folders (tempfile's
+    names: 8 characters of [a-z0-9_]) and a replaced copy (archive.replace_directory)."""
+    stem = re.escape(f".{name}.")
+    return re.compile(stem + r"[a-z0-9_]{8}"), re.compile(stem + r"old-[0-9a-f]{8}")
+
+
+@contextlib.contextmanager
+def preparing(target: Path, *, wait: bool = True) -> Iterator[bool]:
+    """Prepare (fetch, generate) the dataset folder ``target`` as its only preparer.
+
+    Holds ``.NAME.lock`` beside it (waiting for another process that holds it, unless ``wait``
+    is False: then yields False and does nothing). While held, no other process works on this
+    dataset, so hidden work folders beside it are leftovers of killed processes: they are
+    removed, and a replaced copy whose replacement never arrived is put back.
+    """
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    with locked(target.parent / f".{target.name}.lock", wait=wait) as held:
+        if held:
+            work, replaced = _leftover_names(target.name)
+            for path in sorted(target.parent.iterdir()):
+                if replaced.fullmatch(path.name) and not target.exists():
+                    os.replace(path, target)
+                elif work.fullmatch(path.name) or replaced.fullmatch(path.name):
+                    shutil.rmtree(path, ignore_errors=True)
+        yield held
 
 
 def resolve_dataset(name_or_path: str, root: Path | None = None) -> Path:
@@ -158,9 +196,13 @@ def resolve_dataset(name_or_path: str, root: Path | None = None) -> Path:
                        f"known datasets: {', '.join(DATASETS)}")
     target = dataset_dir(name_or_path, root)
     if target.is_dir():
+        with contextlib.suppress(P2PError), preparing(target, wait=False):
+            pass  # removes what killed preparers left, unless one is at work (or read-only)
         return target
     if name_or_path == "synthetic":
-        generate_synthetic(target, replace=False)
+        with preparing(target):
+            if not target.is_dir():  # unless another process made it meanwhile
+                generate_synthetic(target)
         return target
     where = f" --root {root}" if root else ""
     raise P2PError(f"dataset '{name_or_path}' is not here ({target}); "

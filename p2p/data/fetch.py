@@ -14,6 +14,7 @@ from p2p.archive import extract
 from p2p.data import catalog
 from p2p.download import download
 from p2p.errors import P2PError
+from p2p.paths import writing
 
 # progress(stage, done, total): stage is a short description such as "download facades.tar.gz".
 StageProgress = Callable[[str, int, int | None], None]
@@ -51,8 +52,17 @@ def fetch(name: str, *, root: Path | None = None, url: str | None = None,
 
     ``archive``: a local .tar.gz/.zip to use instead of downloading. ``url``: download from there
     instead of ``$P2P_DATA_MIRROR`` or the official server. A complete dataset is left alone
-    unless ``force``.
+    unless ``force``. One process at a time fetches a dataset (another one waits, then finds it
+    complete); what killed fetches left is removed first.
     """
+    catalog.get(name)  # an unknown name is refused before anything is made
+    target = catalog.dataset_dir(name, root)
+    with catalog.preparing(target), writing(target):
+        return _fetch(name, root=root, url=url, archive=archive, force=force, progress=progress)
+
+
+def _fetch(name: str, *, root: Path | None, url: str | None, archive: Path | None, force: bool,
+           progress: StageProgress | None) -> FetchResult:
     dataset = catalog.get(name)
     target = catalog.dataset_dir(name, root)
     if not force and catalog.status(dataset, target) == "complete":
@@ -77,7 +87,8 @@ def fetch(name: str, *, root: Path | None = None, url: str | None = None,
     try:
         with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=target.parent) as work:
             content = extract(local, Path(work) / "content",
-                              progress=_staged(progress, f"extract {local.name}"))
+                              progress=_staged(progress, f"extract {local.name}"),
+                              max_bytes=dataset.max_unpacked_bytes)
             splits = catalog.install(dataset, _split_root(dataset, content, source), target, source)
     except P2PError:
         if downloaded:  # unusable; kept, the next run would reuse it instead of downloading

@@ -15,7 +15,7 @@ from PIL import Image
 
 from p2p.errors import P2PError
 from p2p.images import list_images, open_image, save_image
-from p2p.paths import atomic_path
+from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]
 EXTENSIONS = ("png", "jpg")
@@ -53,6 +53,20 @@ def _check_ext(ext: str | None) -> None:
         raise P2PError(f"unknown output format {ext!r}", f"use one of {', '.join(EXTENSIONS)}")
 
 
+def _check_outputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """Refuse an output folder that is an input folder, holds one, or lies inside one: it would
+    overwrite the inputs, or mix its results into them (read again by the next run)."""
+    for output in outputs:
+        out = output.resolve()
+        for folder in inputs:
+            source = Path(folder).resolve()
+            relation = ("is" if out == source else "contains" if out in source.parents
+                        else "is inside" if source in out.parents else None)
+            if relation:
+                raise P2PError(f"{output}: the output folder {relation} the input folder "
+                               f"{folder}", "choose an output folder apart from the inputs")
+
+
 def _index(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in list_images(folder):
@@ -84,6 +98,7 @@ def pair(a_dir: Path, b_dir: Path, out_dir: Path, *, height: int | None = None,
     _check_ext(ext)
     if height is not None and height < 1:
         raise P2PError(f"--height must be at least 1, got {height}")
+    _check_outputs([Path(out_dir)], [Path(a_dir), Path(b_dir)])
     a_files, b_files = _index(Path(a_dir)), _index(Path(b_dir))
     unmatched = [Skipped(a_files[k].relative_to(a_dir).as_posix(), f"no match in {b_dir}")
                  for k in sorted(a_files.keys() - b_files.keys())]
@@ -131,6 +146,7 @@ def unpair(ab_dir: Path, out_dir: Path, *, ext: str | None = None,
     """Cut every ``A|B`` image of ``ab_dir`` in half into ``out_dir/A`` and ``out_dir/B``."""
     _check_ext(ext)
     ab_dir, out_dir = Path(ab_dir), Path(out_dir)
+    _check_outputs([out_dir / "A", out_dir / "B"], [ab_dir])
     files = list_images(ab_dir)
     report = Report(written={str(out_dir / "A"): 0, str(out_dir / "B"): 0})
     for done, path in enumerate(files, 1):
@@ -158,15 +174,19 @@ def _unpair_one(path: Path, a_dir: Path, b_dir: Path, relative: Path) -> str | N
     return None
 
 
+def _check_fractions(val: float, test: float) -> None:
+    if val < 0 or test < 0 or val + test >= 1:
+        raise P2PError(f"--val {val:g} and --test {test:g} must be >= 0 and leave some for train",
+                       "for example --val 0.1 --test 0.1")
+
+
 def assign_splits(names: list[str], val: float, test: float, seed: int) -> dict[str, str]:
     """Which split each name goes to: the same names, ratios and seed always give the same answer.
 
     The names are sorted, shuffled with ``seed``, and cut into val, test and train (the rest) with
     counts rounded from the ratios.
     """
-    if val < 0 or test < 0 or val + test >= 1:
-        raise P2PError(f"--val {val:g} and --test {test:g} must be >= 0 and leave some for train",
-                       "for example --val 0.1 --test 0.1")
+    _check_fractions(val, test)
     order = sorted(names)
     random.Random(seed).shuffle(order)
     n_val, n_test = round(val * len(order)), round(test * len(order))
@@ -198,31 +218,36 @@ def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1
 
     ``mode`` is "copy" (default), "link" (hard links, same file system) or "move". Files already
     under ``out_dir`` are never inputs, so ``out_dir`` may be ``pairs_dir`` itself. Images that do
-    not decode are reported and left where they are.
+    not decode are reported and left where they are; the fractions apply to the others.
     """
     if mode not in SPLIT_MODES:
         raise P2PError(f"unknown mode {mode!r}", f"use one of {', '.join(SPLIT_MODES)}")
+    _check_fractions(val, test)
     pairs_dir, out_dir = Path(pairs_dir), Path(out_dir)
     outputs = [(out_dir / s).resolve() for s in ("train", "val", "test")]
     files = {path.relative_to(pairs_dir).as_posix(): path for path in list_images(pairs_dir)
              if not any(o in path.resolve().parents for o in outputs)}
     if not files:
         raise P2PError(f"{pairs_dir}: no images to split")
-    assignment = assign_splits(list(files), val, test, seed)
     report = Report(written={str(out_dir / s): 0 for s in ("train", "val", "test")})
-    for done, (name, split_name) in enumerate(sorted(assignment.items()), 1):
+    # Decode every image first: the fractions are of the images that will be placed.
+    steps = 2 * len(files)  # checking, then placing (the total shrinks by the skipped ones)
+    placeable = []
+    for done, name in enumerate(sorted(files), 1):
         try:
             open_image(files[name])
         except P2PError as exc:
             report.skipped.append(Skipped(name, str(exc)))
         else:
-            try:
-                _place(files[name], out_dir / split_name / name, mode)
-            except OSError as exc:
-                hint = "hard links need one file system; use copy" if mode == "link" else None
-                raise P2PError(f"cannot {mode} {files[name]} to {out_dir / split_name}: "
-                               f"{exc.strerror or exc}", hint) from None
-            report.written[str(out_dir / split_name)] += 1
+            placeable.append(name)
         if progress:
-            progress(done, len(assignment))
+            progress(done, steps)
+    assignment = assign_splits(placeable, val, test, seed)
+    steps = len(files) + len(placeable)
+    for done, (name, split_name) in enumerate(sorted(assignment.items()), len(files) + 1):
+        with writing(out_dir / split_name / name):  # P2PError naming it when it cannot
+            _place(files[name], out_dir / split_name / name, mode)
+        report.written[str(out_dir / split_name)] += 1
+        if progress:
+            progress(done, steps)
     return report

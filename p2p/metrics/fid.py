@@ -28,7 +28,7 @@ import torch
 from scipy import linalg
 
 from p2p.errors import P2PError
-from p2p.images import list_images, read_image
+from p2p.images import list_images, read_8bit_image
 from p2p.metrics.features import (
     Item,
     Progress,
@@ -177,7 +177,7 @@ def folder_statistics(folder: Path, network: FIDInception, settings: Settings,
     if len(files) < 2:
         raise P2PError(f"{folder}: {len(files)} image(s); FID needs at least 2")
     key_items = (_folder_item(folder, f) for f in files) if use_cache else None
-    return image_statistics(files, lambda path: fid_input(read_image(path)), network, settings,
+    return image_statistics(files, lambda path: fid_input(read_8bit_image(path)), network, settings,
                             tally, key_items)
 
 
@@ -203,6 +203,8 @@ def statistics_of(source: Path, network: Callable[[], FIDInception], settings: S
     _check_source(source)
     if is_statistics_file(source):
         return load_statistics(source)
+    for first in list_images(source)[:1]:  # refuse 16-bit or N-channel folders before the weights
+        read_8bit_image(first)
     return folder_statistics(source, network(), settings, tally, use_cache)
 
 

@@ -19,7 +19,7 @@ from scipy.special import rel_entr
 from torch import nn
 
 from p2p.errors import P2PError
-from p2p.images import list_images, pil_to_tensor, read_image, tensor_to_pil
+from p2p.images import list_images, pil_to_tensor, read_8bit_image, tensor_to_pil
 from p2p.metrics import SPLITS
 from p2p.metrics.features import (
     Progress,
@@ -75,6 +75,7 @@ def compute_is(folder: Path, settings: Settings = Settings(), splits: int = SPLI
     if len(files) < max(splits, 1):
         raise P2PError(f"{folder}: {len(files)} image(s); the Inception Score with {splits} "
                        f"splits needs at least {max(splits, 1)}", "use fewer --splits")
+    read_8bit_image(files[0])  # refuse 16-bit or N-channel folders before the weights
     network = class_probabilities(is_inception(weights, download_progress)).to(settings.device)
     batches = preprocessed_batches(files, _file_input, settings)
     probabilities = network_outputs(network, batches, settings, Tally(len(files), progress))
@@ -83,4 +84,4 @@ def compute_is(folder: Path, settings: Settings = Settings(), splits: int = SPLI
 
 
 def _file_input(path: Path) -> torch.Tensor:
-    return is_input(read_image(path))
+    return is_input(read_8bit_image(path))

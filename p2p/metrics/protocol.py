@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from p2p.checkpoint import load_generator, resolve
+from p2p.checkpoint import load_generator, normalization_of, resolve
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
+from p2p.data.preprocess import as_size
 from p2p.errors import P2PError
 from p2p.images import to_uint8
 from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, fid, inception_score
@@ -71,7 +72,7 @@ class Target:
     data: str  # a dataset name or folder
     split: str | None  # None: the folder's test split if it has one, else val
     direction: str
-    load_size: int
+    load_size: int | list[int]  # a square, or [height, width]
     row: TableRow | None
 
 
@@ -114,7 +115,7 @@ def paper_mode_outputs(generator: nn.Module, dataset: PairedImages, batch_size: 
             for start in range(0, len(dataset), batch_size):
                 indices = list(range(start, min(start + batch_size, len(dataset))))
                 sources, _ = dataset.get_many(indices)
-                yield generator(to_float(sources).to(device)).float()
+                yield generator(to_float(sources, dataset.ranges[0]).to(device)).float()
     finally:
         generator.train(was_training)
 
@@ -186,14 +187,22 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
         raise P2PError(f"{checkpoint}: the generator translates {state.get('direction')}, but "
                        f"this evaluation reads {target.direction}",
                        "pick the checkpoint trained for this task")
-    if target.load_size % input_multiple(generator.config):
+    writes = normalization_of(state)
+    if writes["target"]["dtype"] != "uint8" or writes["target"]["explicit"] or \
+            generator.config.out_channels not in (1, 3):
+        raise P2PError(f"{checkpoint}: the generator writes {generator.config.out_channels} "
+                       f"channel(s) of {writes['target']['dtype']}; FID and IS apply to 8-bit "
+                       "RGB outputs only", "score such a model with per-pixel metrics instead")
+    if any(side % input_multiple(generator.config) for side in as_size(target.load_size)):
         raise P2PError(f"{checkpoint}: images of {target.load_size} pixels do not fit this "
                        f"generator (sides must be multiples of {input_multiple(generator.config)})")
     root = resolve_dataset(target.data)
     split = _split_of(root, target)
     dataset = PairedImages(root, split, target.direction, target.load_size,
                            generator.config.in_channels, generator.config.out_channels,
-                           workers=settings.workers, progress=data_progress, antialias=False)
+                           workers=settings.workers, progress=data_progress, antialias=False,
+                           ranges=(writes["source"]["range"] if writes["source"]["explicit"]
+                                   else None, None))
     fid_network = fid_inception(weights, _named(download_progress, "FID Inception weights"))
     is_network = inception_score.class_probabilities(
         is_inception(weights, _named(download_progress, "IS Inception weights")))

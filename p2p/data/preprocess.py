@@ -1,0 +1,92 @@
+"""The preprocessing modes of the official pix2pix code: which size an image is brought to.
+
+Sizes are (height, width). ``stride`` is what every side the generator sees must be a multiple of
+(2^num_downs for the U-Net).
+
+- ``resize_and_crop`` (the default, the published runs): resize to ``load_size``, then a random
+  crop of ``crop_size``.
+- ``crop``: a random crop of ``crop_size`` from the image as it is (it must be at least as large).
+- ``scale_width``: the width becomes ``load_size`` and the height follows the aspect ratio (at
+  least the crop height, as the official code), then both sides are resized to the nearest
+  multiple of the stride (the official code leaves them, and its U-Net fails unless they fit).
+- ``scale_width_and_crop``: the same scaling (without the rounding), then a random crop.
+- ``none``: each side resized to the nearest multiple of the stride (at least one stride), as the
+  official ``__make_power_2`` does with its base of 4.
+
+At test time (``test_size``) an image is brought to the scale the model was trained at: the crop
+size for ``resize_and_crop``; its own size (padded to the stride by translate) for ``crop``; the
+training rule rounded to the stride for the others.
+"""
+
+from dataclasses import dataclass
+
+from p2p.errors import P2PError
+
+MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
+Size = tuple[int, int]  # (height, width)
+
+
+def as_size(value: int | list[int] | tuple[int, int]) -> Size:
+    """An int (a square) or [height, width] as (height, width)."""
+    if isinstance(value, int):
+        return value, value
+    height, width = value
+    return int(height), int(width)
+
+
+def round_to_stride(size: Size, stride: int) -> Size:
+    """Each side to the nearest multiple of ``stride``, at least ``stride``."""
+    return tuple(max(stride, int(round(side / stride)) * stride) for side in size)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    mode: str = "resize_and_crop"
+    load_size: Size = (286, 286)  # scale_width modes: only the width, load_size[1], is used
+    crop_size: Size = (256, 256)
+
+    @property
+    def crops(self) -> bool:
+        return self.mode in ("resize_and_crop", "crop", "scale_width_and_crop")
+
+    def loaded_size(self, size: Size, stride: int) -> Size:
+        """The size an image of ``size`` is resized to before cropping (and kept at)."""
+        height, width = size
+        if self.mode == "resize_and_crop":
+            return self.load_size
+        if self.mode == "crop":
+            return size
+        if self.mode == "none":
+            return round_to_stride(size, stride)
+        target = self.load_size[1]
+        scaled = size if width == target and height >= self.crop_size[0] else \
+            (max(int(target * height / width), self.crop_size[0]), target)
+        return round_to_stride(scaled, stride) if self.mode == "scale_width" else scaled
+
+    def check_fits(self, loaded: Size, label: str) -> None:
+        """A crop needs an image at least as large."""
+        if self.crops and (loaded[0] < self.crop_size[0] or loaded[1] < self.crop_size[1]):
+            raise P2PError(f"{label}: {loaded[1]}x{loaded[0]} (width x height) after "
+                           f"{self.mode} is smaller than the crop, {self.crop_size[1]}x"
+                           f"{self.crop_size[0]}",
+                           "lower data.crop_size, or use data.preprocess resize_and_crop")
+
+    def test_size(self, size: Size, stride: int) -> Size | None:
+        """The size translate resizes an input of ``size`` to; None: keep it (pad to the
+        stride)."""
+        if self.mode == "resize_and_crop":
+            return self.crop_size
+        if self.mode == "crop":
+            return None
+        if self.mode == "none":
+            return round_to_stride(size, stride)
+        scaled = Preprocess("scale_width", self.load_size, self.crop_size)
+        return scaled.loaded_size(size, stride)
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode, "load_size": list(self.load_size),
+                "crop_size": list(self.crop_size)}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Preprocess":
+        return cls(values["mode"], as_size(values["load_size"]), as_size(values["crop_size"]))
