@@ -278,3 +278,14 @@ def test_train_and_translate_a_resnet_run(cli, tmp_path):
     r = cli("translate", "-c", tmp_path / "run", tmp_path / "data" / "train" / "0.png",
             tmp_path / "out.png", "--paired", "--keep-size")
     assert r.exit_code == 0, r.stderr
+
+
+def test_memory_footprint_counts_the_resnet_it_will_build():
+    from p2p import footprint
+
+    for generator in ("unet", "resnet_6blocks", "resnet_9blocks"):
+        recipe = recipe_from_dict({"model": {"generator": generator, "ngf": 8}})
+        with torch.device("meta"):
+            model = build_generator(recipe.generator_config())
+        convs = sum(p.numel() for p in model.parameters() if p.dim() == 4)
+        assert footprint.generator_weights(recipe) == convs, generator
