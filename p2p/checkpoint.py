@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from p2p import safe_pickle
 from p2p.errors import P2PError
-from p2p.models import GeneratorConfig, UnetGenerator
+from p2p.models import GeneratorConfig, build_generator
 from p2p.paths import atomic_file, link_atomic
 
 FORMAT = "p2p-checkpoint/1"
@@ -37,7 +38,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         torch.save({"format": FORMAT, **state}, f)
 
 
-def generator_state(generator: UnetGenerator, direction: str, image_size: int | tuple[int, int],
+def generator_state(generator: nn.Module, direction: str, image_size: int | tuple[int, int],
                     preprocess: dict | None = None,
                     normalization: dict | None = None) -> dict[str, Any]:
     """The part of a checkpoint that translation needs. ``preprocess`` is
@@ -258,7 +259,7 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
         raise P2PError(f"{resolve(path)}: incomplete p2p checkpoint (no {', '.join(missing)})",
                        "save it again with p2p, or import published weights with p2p zoo import")
     try:
-        generator = UnetGenerator(GeneratorConfig(**state["generator_config"]))
+        generator = build_generator(GeneratorConfig(**state["generator_config"]))
         generator.load_state_dict(state["generator"])
     except (TypeError, ValueError, RuntimeError) as exc:
         first_line = str(exc).strip().splitlines()[0]

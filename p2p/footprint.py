@@ -29,8 +29,18 @@ def _unet_widths(num_downs: int, ngf: int) -> list[int]:
     return [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)  # as models.UnetGenerator
 
 
+def _resnet_blocks(recipe: Recipe) -> int:
+    """Residual blocks of a ResNet generator, 0 for the U-Net."""
+    return {"resnet_6blocks": 6, "resnet_9blocks": 9}.get(recipe.model.generator, 0)
+
+
 def generator_weights(recipe: Recipe) -> int:
-    """Convolution weights of the U-Net (4x4 kernels), encoder and decoder."""
+    """Convolution weights of the U-Net (4x4 kernels), encoder and decoder; or of the ResNet
+    (7x7 ends, 3x3 inside)."""
+    if blocks := _resnet_blocks(recipe):
+        f, d = recipe.model.ngf, recipe.data
+        return (49 * f * (d.in_channels + d.out_channels) + 9 * 2 * (2 * f * f + 8 * f * f)
+                + 9 * 2 * blocks * 16 * f * f)
     w = _unet_widths(recipe.model.num_downs, recipe.model.ngf)
     n, d = len(w), recipe.data
     down = d.in_channels * w[0] + sum(w[i - 1] * w[i] for i in range(1, n))
@@ -56,9 +66,14 @@ def feature_map_elements(recipe: Recipe) -> int:
     same shapes, and the outputs of one discriminator pass, at the crop size."""
     m = recipe.model
     height, width_px = as_size(recipe.data.crop_size)
-    w = _unet_widths(m.num_downs, m.ngf)
-    generator = 2 * sum(width * (height >> (i + 1)) * (width_px >> (i + 1))
-                        for i, width in enumerate(w))
+    if blocks := _resnet_blocks(recipe):  # conv outputs: full, 1/2 and 1/4 size (both ways)
+        pixels = height * width_px
+        generator = 2 * (m.ngf * pixels + 2 * m.ngf * pixels // 4) + \
+            (2 + 2 * blocks) * 4 * m.ngf * pixels // 16
+    else:
+        w = _unet_widths(m.num_downs, m.ngf)
+        generator = 2 * sum(width * (height >> (i + 1)) * (width_px >> (i + 1))
+                            for i, width in enumerate(w))
     if m.d_layers == 0:
         return generator + 3 * m.ndf * height * width_px
     rows, cols, width = height // 2, width_px // 2, m.ndf

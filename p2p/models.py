@@ -1,10 +1,12 @@
-"""The pix2pix networks: U-Net generator and PatchGAN discriminator (Isola et al., 2017).
+"""The pix2pix networks: U-Net and ResNet generators, PatchGAN discriminator (Isola et al., 2017).
 
 The layers, channel widths, biases and init match the official PyTorch implementation exactly,
 so published weights load after a key rename (see zoo.py). The U-Net is written as two flat lists
 of blocks, ``down`` (encoder) and ``up`` (decoder), instead of the official recursion:
 ``down[i]`` halves the resolution, ``up[i]`` doubles it, and ``up[i]`` reads the concatenation
-of ``down[i]``'s output (the skip) and ``up[i + 1]``'s output.
+of ``down[i]``'s output (the skip) and ``up[i + 1]``'s output. The ResNet generator (the official
+``resnet_6blocks`` / ``resnet_9blocks``) is ``stem``, two ``down`` blocks, residual ``blocks`` and
+two ``up`` blocks, then ``head``. ``build_generator`` builds either from a ``GeneratorConfig``.
 """
 
 import contextlib
@@ -40,6 +42,11 @@ class GeneratorConfig:
     ngf: int = 64
     norm: str = "batch"
     dropout: bool = True
+    architecture: str = "unet"  # or "resnet"; checkpoints saved before ResNets hold no key: unet
+    blocks: int = 9  # resnet: residual blocks (6 = resnet_6blocks, 9 = resnet_9blocks)
+
+
+ARCHITECTURES = ("unet", "resnet")
 
 
 class UnetGenerator(nn.Module):
@@ -86,6 +93,75 @@ class UnetGenerator(nn.Module):
         for i in range(len(self.up) - 2, -1, -1):
             x = self.up[i](torch.cat([skips[i], x], 1))
         return x
+
+
+class ResnetBlock(nn.Module):
+    """x + (pad, conv 3x3, norm, ReLU, [dropout], pad, conv 3x3, norm)(x), reflection padding."""
+
+    def __init__(self, channels: int, norm: str, dropout: bool, bias: bool):
+        super().__init__()
+        layers = {"pad1": nn.ReflectionPad2d(1),
+                  "conv1": nn.Conv2d(channels, channels, 3, bias=bias),
+                  "norm1": norm_layer(norm, channels), "act": nn.ReLU(True)}
+        if dropout:
+            layers["dropout"] = nn.Dropout(0.5)
+        layers |= {"pad2": nn.ReflectionPad2d(1),
+                   "conv2": nn.Conv2d(channels, channels, 3, bias=bias),
+                   "norm2": norm_layer(norm, channels)}
+        self.body = _block(**layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator(nn.Module):
+    """The official ResnetGenerator (Johnson et al.'s style-transfer network): a 7x7 stem, two
+    stride-2 convolutions, ``config.blocks`` residual blocks at 1/4 resolution, two transposed
+    convolutions back, a 7x7 head and tanh. Sides must be multiples of 4."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        ngf, norm = config.ngf, config.norm
+        if config.blocks < 1:
+            raise ValueError(f"a ResNet generator needs at least 1 block, got {config.blocks}")
+        # The official rule: a bias only before instance norm (none included: no bias either).
+        bias = norm == "instance"
+        self.stem = _block(pad=nn.ReflectionPad2d(3),
+                           conv=nn.Conv2d(config.in_channels, ngf, 7, bias=bias),
+                           norm=norm_layer(norm, ngf), act=nn.ReLU(True))
+        self.down = nn.ModuleList(
+            _block(conv=nn.Conv2d(ngf * m, ngf * m * 2, 3, 2, 1, bias=bias),
+                   norm=norm_layer(norm, ngf * m * 2), act=nn.ReLU(True)) for m in (1, 2))
+        self.blocks = nn.ModuleList(ResnetBlock(ngf * 4, norm, config.dropout, bias)
+                                    for _ in range(config.blocks))
+        self.up = nn.ModuleList(
+            _block(conv=nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1,
+                                           bias=bias),
+                   norm=norm_layer(norm, ngf * m // 2), act=nn.ReLU(True)) for m in (4, 2))
+        self.head = _block(pad=nn.ReflectionPad2d(3),
+                           conv=nn.Conv2d(ngf, config.out_channels, 7), tanh=nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in (*self.down, *self.blocks, *self.up):
+            x = block(x)
+        return self.head(x)
+
+
+def build_generator(config: GeneratorConfig) -> nn.Module:
+    """The generator ``config`` describes (every place that builds one goes through here)."""
+    if config.architecture == "unet":
+        return UnetGenerator(config)
+    if config.architecture == "resnet":
+        return ResnetGenerator(config)
+    raise ValueError(f"unknown generator architecture {config.architecture!r}; "
+                     f"expected one of {ARCHITECTURES}")
+
+
+def input_multiple(config: GeneratorConfig) -> int:
+    """Input sides must be multiples of this: 2**num_downs for a U-Net, 4 for a ResNet."""
+    return 2**config.num_downs if config.architecture == "unet" else 4
 
 
 @dataclass(frozen=True)

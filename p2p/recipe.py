@@ -20,7 +20,9 @@ import yaml
 
 from p2p.data.preprocess import MODES, Preprocess, as_size
 from p2p.errors import P2PError
-from p2p.models import DiscriminatorConfig, GeneratorConfig
+from p2p.models import DiscriminatorConfig, GeneratorConfig, input_multiple
+
+RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}  # model.generator -> residual blocks
 
 ValueRange = list[float]  # [min, max]: the values that map to -1 and 1
 
@@ -70,6 +72,8 @@ class ModelConfig:
     # directory, optionally RUN_DIR@best / @latest / @ITERATION) instead of the random init; the
     # discriminator and optimizers start fresh. "" = train from scratch.
     init_from: str = ""
+    # unet: num_downs levels; resnet_Nblocks: the official ResNet (num_downs is not used)
+    generator: Literal["unet", "resnet_6blocks", "resnet_9blocks"] = "unet"
 
 
 @dataclass
@@ -111,12 +115,14 @@ class Recipe:
 
     def generator_stride(self) -> int:
         """Every side the generator sees must be a multiple of this."""
-        return 2 ** self.model.num_downs
+        return input_multiple(self.generator_config())
 
     def generator_config(self) -> GeneratorConfig:
         m = self.model
+        blocks = RESNET_BLOCKS.get(m.generator)
         return GeneratorConfig(self.data.in_channels, self.data.out_channels, m.num_downs, m.ngf,
-                               m.norm, m.dropout)
+                               m.norm, m.dropout, architecture="resnet" if blocks else "unet",
+                               blocks=blocks or GeneratorConfig.blocks)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         m = self.model
@@ -254,8 +260,9 @@ def _validate_data(d: DataConfig, stride: int) -> None:
                        f"({shown(d.load_size)})", "crop_size must be <= load_size")
     if crop[0] % stride or crop[1] % stride:
         raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
-                       f"2^model.num_downs = {stride}",
-                       "use crop_size 256 with num_downs 8, or 128 with 7")
+                       f"{stride}, the generator's stride (2^model.num_downs for the U-Net, 4 "
+                       "for a ResNet)", "use crop_size 256 with num_downs 8, or 128 with 7"
+                       if stride > 4 else "use a multiple of 4, e.g. 256")
     ranges = d.range.items() if isinstance(d.range, dict) else [(None, d.range)]
     for side, value_range in ranges:
         where = f"data.range.{side}" if side is not None else "data.range"
@@ -275,7 +282,7 @@ def _validate(recipe: Recipe) -> Recipe:
     for key, value in positive.items():
         if value <= 0:
             raise P2PError(f"recipe: {key} must be positive, got {shown(value)}")
-    if not 5 <= m.num_downs <= 9:
+    if m.generator == "unet" and not 5 <= m.num_downs <= 9:
         raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {shown(m.num_downs)}")
     _validate_data(d, recipe.generator_stride())
     width_hint = "the published runs use 64"

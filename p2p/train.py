@@ -28,7 +28,7 @@ from p2p.errors import P2PError, StoppedBeforeStart
 from p2p.images import preview_rgb, save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
-from p2p.models import PatchDiscriminator, UnetGenerator, buffers_restored, init_weights
+from p2p.models import PatchDiscriminator, buffers_restored, build_generator, init_weights
 from p2p.paths import append_text, write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
 
@@ -63,7 +63,7 @@ def lr_factor(recipe: Recipe) -> Callable[[int], float]:
 
 def build_models(recipe: Recipe, device: torch.device) -> Models:
     torch.manual_seed(recipe.train.seed)
-    generator = init_weights(UnetGenerator(recipe.generator_config())).to(device)
+    generator = init_weights(build_generator(recipe.generator_config())).to(device)
     discriminator = init_weights(PatchDiscriminator(recipe.discriminator_config())).to(device)
     if device.type == "cuda" and recipe.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last)

@@ -11,7 +11,8 @@ Sizes. By default an image is brought to the scale the model was trained at, as 
 preprocessing says (``Preprocess.test_size``: for the default ``resize_and_crop``, resized bicubic
 to the training crop size) and the output resized back; with ``keep_size`` it is reflect-padded
 to a multiple of 2**num_downs instead and the output cropped back. Either way the output has the
-input's size.
+input's size. With ``tile``, each image runs at its own size in overlapping tiles blended by
+``tiling.py``.
 
 Depths and channels. Inputs are read at their depth with any channel count (``images.read_raster``)
 and normalised as the checkpoint records: by the file's own depth, or by the training's explicit
@@ -64,7 +65,8 @@ from p2p.images import (
     to_channels,
 )
 from p2p.memory import reuse_freed_memory
-from p2p.models import UnetGenerator
+from p2p.models import input_multiple
+from p2p.tiling import check_tiling, default_overlap, translate_tiled
 
 DIRECTIONS = ("AtoB", "BtoA")
 STDIN_NAME = "<stdin>"
@@ -140,7 +142,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 class Model:
     """A generator ready for translation and what it needs to know about its inputs."""
 
-    generator: UnetGenerator
+    generator: nn.Module  # models.UnetGenerator or models.ResnetGenerator
     direction: str  # "AtoB": the left half of a pair is the input
     image_size: tuple[int, int]  # (height, width) it was trained at
     device: torch.device
@@ -187,7 +189,7 @@ class Model:
     @property
     def multiple(self) -> int:
         """Input sides must be multiples of this (each down level halves them)."""
-        return 2 ** self.generator.config.num_downs
+        return input_multiple(self.generator.config)
 
 
 def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:
@@ -338,6 +340,8 @@ class TranslateOptions:
     batch_size: int = 1
     seed: int | None = None  # repeatable dropout in paper mode
     skip_bad: bool = False  # report bad inputs and go on, instead of stopping at the first
+    tile: int | None = None  # run each image at its own size in blended tiles (see tiling.py)
+    overlap: int | None = None  # pixels neighbouring tiles share; None: a quarter of the tile
 
 
 @dataclass
@@ -366,6 +370,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     """
     if options.batch_size < 1:
         raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
+    if options.tile is not None:
+        _check_tiles(model, options)
     jobs = list(jobs)
     _check_outputs(model, jobs, options)
     report = Report()
@@ -377,8 +383,11 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
             progress(report.translated + len(report.bad), len(jobs))
 
     def flush() -> None:
-        batch = torch.stack([item.tensor for item in pending]).to(model.device)
-        outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
+        if options.tile is not None:
+            outputs = [_run_tiled(model, item.tensor, options) for item in pending]
+        else:
+            batch = torch.stack([item.tensor for item in pending]).to(model.device)
+            outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
         written.extend(pool.submit(_finish, item, output, options, model)
                        for item, output in zip(pending, outputs, strict=True))
         report.translated += len(pending)
@@ -386,7 +395,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
         advance()
 
     decode = functools.partial(_decode, model=model, options=options)
-    ahead = 2 * options.batch_size + THREADS
+    # Tiled images are large: decode only the next one ahead.
+    ahead = 1 if options.tile is not None else 2 * options.batch_size + THREADS
     with _seeded(options.seed, model.device), reuse_freed_memory(model.device), \
             ThreadPoolExecutor(THREADS) as pool, \
             contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
@@ -400,7 +410,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
             if pending and pending[0].tensor.shape != item.tensor.shape:
                 flush()
             pending.append(item)
-            if len(pending) == options.batch_size:
+            if len(pending) == options.batch_size or options.tile is not None:
                 flush()
         if pending:
             flush()
@@ -453,11 +463,16 @@ def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2P
 def _model_size(model: Model, options: TranslateOptions,
                 size: tuple[int, int]) -> tuple[int, int] | None:
     """The size the model sees an input of ``size`` at; None: its own, padded."""
-    return None if options.keep_size else model.preprocess.test_size(size, model.multiple)
+    if options.keep_size or options.tile is not None:
+        return None
+    return model.preprocess.test_size(size, model.multiple)
 
 
 def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image.Image,
                  target: Image.Image | None) -> _Decoded:
+    if options.tile is not None:  # own size, kept in uint8: tiles are cut and scaled one by one
+        tensor = pil_to_tensor(image)
+        return _Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
     size = _model_size(model, options, (image.height, image.width))
     resized = image if size is None or size == (image.height, image.width) else image.resize(
         (size[1], size[0]), Image.Resampling.BICUBIC)
@@ -480,10 +495,40 @@ def _decode_any(job: Job, model: Model, options: TranslateOptions,
                 ) -> _Decoded:
     x = _normalized(image, model, "source", job.name)
     other = None if target is None else _normalized(target, model, "target", job.name)
+    if options.tile is not None:  # own size: tiling pads only the tiles that need it
+        return _Decoded(job, x, other, x, tuple(x.shape[1:]))
     size = _model_size(model, options, tuple(x.shape[1:]))
     resized = x if size is None else resize_pixels(x, size)
     return _Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
                     tuple(resized.shape[1:]))
+
+
+def _overlap(options: TranslateOptions) -> int:
+    return default_overlap(options.tile) if options.overlap is None else options.overlap
+
+
+def _check_tiles(model: Model, options: TranslateOptions) -> None:
+    check_tiling(options.tile, _overlap(options), model.multiple)
+    if options.paper_mode and any(isinstance(m, nn.BatchNorm2d)
+                                  for m in model.generator.modules()):
+        raise P2PError("tiles need --eval-mode with a batch-norm generator: the paper's test-time "
+                       "mode normalizes by the statistics of what the generator sees, so each "
+                       "tile would get its own and neighbouring tiles would differ in tone",
+                       "add --eval-mode (running statistics), or translate without --tile")
+
+
+def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> torch.Tensor:
+    """8-bit inputs (uint8) are scaled tile by tile and come back as uint8; inputs of other
+    depths arrive normalized and come back as floats in [-1, 1]."""
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return run_generator(model.generator, batch.to(model.device), options.paper_mode)
+
+    floats = {} if image.dtype == torch.uint8 else {
+        "to_input": torch.Tensor.float, "to_output": torch.Tensor.float,
+        "out_dtype": torch.float32}
+    return translate_tiled(forward, image, tile=options.tile, overlap=_overlap(options),
+                           multiple=model.multiple, out_channels=model.out_channels,
+                           batch_size=options.batch_size, **floats)
 
 
 def _read(job: Job, model: Model, options: TranslateOptions):

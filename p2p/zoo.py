@@ -9,9 +9,13 @@ Two families are published, with two module trees for the same U-Net:
   ``bn`` children), plus discriminator weights that translation does not need.
 
 Both map one to one onto our flat ``down[i]`` / ``up[i]`` blocks (level i of the recursion is our
-``down[i]`` and ``up[i]``). Conversion is strict: every generator tensor is used, every shape is
-checked, only ``num_batches_tracked`` (absent from files saved before PyTorch 0.4.1) may be missing.
-Converted weights are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
+``down[i]`` and ``up[i]``). The official ResnetGenerator (``resnet_6blocks`` / ``resnet_9blocks``)
+is one flat Sequential, keys ``model.N.weight`` and ``model.N.conv_block.M.weight``; the official
+format recognises it by that layout and maps it onto our ``ResnetGenerator``. Conversion is
+strict: every generator tensor is used, every shape is checked, only ``num_batches_tracked``
+(absent from files saved before PyTorch 0.4.1) may be missing, and a ResNet's instance norms may
+carry running statistics that are dropped (as the official loader drops them). Converted weights
+are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
 """
 
 import difflib
@@ -24,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from p2p import checkpoint
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
-from p2p.models import GeneratorConfig, UnetGenerator
+from p2p.models import GeneratorConfig, build_generator
 from p2p.paths import write_bytes_atomic, zoo_dir
 
 LAYOUTS = ("official", "mmagic")
@@ -174,9 +179,12 @@ def _module_paths(layout: str, num_downs: int) -> dict[str, str]:
 
 def published_names(config: GeneratorConfig, layout: str) -> dict[str, str]:
     """Our state_dict key -> the published key, for every tensor of our generator."""
-    paths = _module_paths(layout, config.num_downs)
+    if config.architecture == "resnet":
+        paths = _official_resnet_paths(config.blocks, config.dropout)
+    else:
+        paths = _module_paths(layout, config.num_downs)
     with torch.device("meta"):  # names and shapes only: no memory, no init cost
-        ours = UnetGenerator(config).state_dict()
+        ours = build_generator(config).state_dict()
     names = {}
     for key in ours:
         layer, param = key.rsplit(".", 1)
@@ -222,8 +230,11 @@ def infer_config(tensors: dict[str, torch.Tensor], layout: str, origin: str,
                  dropout: bool = True) -> GeneratorConfig:
     """The U-Net these tensors belong to: depth, width, channels and norm read from the shapes.
 
-    Dropout has no weights, so it cannot be read; the published runs all use it.
+    Dropout has no weights, so it cannot be read; the published runs all use it. An official
+    ResNet generator is recognised by its layout, which also tells its dropout.
     """
+    if layout == "official" and _is_official_resnet(tensors):
+        return _infer_official_resnet(tensors, origin)
     convs = sum(1 for v in tensors.values() if v.dim() == 4)  # one down and one up conv per level
     num_downs = convs // 2
     paths = _module_paths(layout, max(num_downs, 1))
@@ -240,26 +251,102 @@ def infer_config(tensors: dict[str, torch.Tensor], layout: str, origin: str,
                            num_downs=num_downs, ngf=first.shape[0], norm=norm, dropout=dropout)
 
 
+# --- the official ResNet generator: one flat Sequential ------------------------------------------
+
+RESNET_BLOCK_KEY = re.compile(r"model\.(\d+)\.conv_block\.")
+FIRST_BLOCK = 10  # model.0-9: pad, stem conv, norm, ReLU, then (conv, norm, ReLU) twice
+
+
+def _is_official_resnet(tensors: dict[str, torch.Tensor]) -> bool:
+    return any(RESNET_BLOCK_KEY.match(k) for k in tensors)
+
+
+def _official_resnet_paths(blocks: int, dropout: bool) -> dict[str, str]:
+    """Where each of our ResNet layers sits in the official Sequential ``model``.
+
+    ``[pad, conv, norm, relu] + 2 x [conv, norm, relu] + blocks + 2 x [convT, norm, relu] +
+    [pad, conv, tanh]``; a block's ``conv_block`` is ``[pad, conv, norm, relu, (dropout), pad,
+    conv, norm]``.
+    """
+    paths = {"stem.conv": "model.1", "stem.norm": "model.2"}
+    for i, at in enumerate((4, 7)):
+        paths |= {f"down.{i}.conv": f"model.{at}", f"down.{i}.norm": f"model.{at + 1}"}
+    second = 6 if dropout else 5
+    for b in range(blocks):
+        body = f"model.{FIRST_BLOCK + b}.conv_block"
+        paths |= {f"blocks.{b}.body.conv1": f"{body}.1", f"blocks.{b}.body.norm1": f"{body}.2",
+                  f"blocks.{b}.body.conv2": f"{body}.{second}",
+                  f"blocks.{b}.body.norm2": f"{body}.{second + 1}"}
+    up = FIRST_BLOCK + blocks
+    for i, at in enumerate((up, up + 3)):
+        paths |= {f"up.{i}.conv": f"model.{at}", f"up.{i}.norm": f"model.{at + 1}"}
+    paths["head.conv"] = f"model.{up + 7}"
+    return paths
+
+
+def _infer_official_resnet(tensors: dict[str, torch.Tensor], origin: str) -> GeneratorConfig:
+    """Blocks, width, channels, norm and dropout of an official ResnetGenerator's tensors."""
+    indices = sorted({int(RESNET_BLOCK_KEY.match(k).group(1)) for k in tensors
+                      if RESNET_BLOCK_KEY.match(k)})
+    blocks = len(indices)
+    stem = tensors.get("model.1.weight")
+    head = tensors.get(f"model.{FIRST_BLOCK + blocks + 7}.weight")
+    if indices != list(range(FIRST_BLOCK, FIRST_BLOCK + blocks)) or stem is None or head is None \
+            or stem.dim() != 4 or head.dim() != 4:
+        raise P2PError(f"{origin}: not an official pix2pix ResNet generator ({len(tensors)} "
+                       f"tensors, residual blocks at model.{', model.'.join(map(str, indices))})",
+                       "is it a ResnetGenerator state_dict?")
+    # A block's second conv moves from conv_block.5 to .6 when dropout sits between the two.
+    second = tensors.get(f"model.{FIRST_BLOCK}.conv_block.6.weight")
+    dropout = second is not None and second.dim() == 4
+    # The official rule: batch norm has affine weights; instance norm has none, and only it
+    # gives the convolutions a bias; with no norm they have neither.
+    if "model.2.weight" in tensors:
+        norm = "batch"
+    elif "model.1.bias" in tensors:
+        norm = "instance"
+    else:
+        norm = "none"
+    return GeneratorConfig(in_channels=stem.shape[1], out_channels=head.shape[0], ngf=stem.shape[0],
+                           norm=norm, dropout=dropout, architecture="resnet", blocks=blocks)
+
+
+def _without_instance_norm_statistics(tensors: dict[str, torch.Tensor],
+                                      config: GeneratorConfig) -> dict[str, torch.Tensor]:
+    """Drop the running statistics that official files saved before PyTorch 0.4 hold for their
+    instance norms: the official loader drops them too (instance norm uses its input's own)."""
+    if config.norm != "instance":
+        return tensors
+    paths = _official_resnet_paths(config.blocks, config.dropout)
+    norms = {theirs for ours, theirs in paths.items() if ours.rsplit(".", 1)[1].startswith("norm")}
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    return {k: v for k, v in tensors.items()
+            if not (k.rsplit(".", 1)[0] in norms and k.rsplit(".", 1)[1] in statistics)}
+
+
 def _sample(keys: list[str]) -> str:
     return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def convert(tensors: dict[str, torch.Tensor], layout: str, origin: str, *, bgr: bool = False,
-            dropout: bool = True) -> UnetGenerator:
+            dropout: bool = True) -> nn.Module:
     """Our generator holding exactly the published generator's weights (RGB in and out)."""
     config = infer_config(tensors, layout, origin, dropout)
+    if config.architecture == "resnet":
+        tensors = _without_instance_norm_statistics(tensors, config)
+    kind = "ResNet" if config.architecture == "resnet" else "U-Net"
     names = published_names(config, layout)
-    generator = UnetGenerator(config)
+    generator = build_generator(config)
     ours = generator.state_dict()
     missing = [theirs for key, theirs in names.items() if theirs not in tensors
                and not key.endswith("num_batches_tracked")]
     unused = sorted(set(tensors) - set(names.values()))
     if missing or unused:
-        raise P2PError(f"{origin}: does not match the {layout} U-Net layout: "
+        raise P2PError(f"{origin}: does not match the {layout} {kind} layout: "
                        + "; ".join(filter(None, [
                            missing and f"{len(missing)} missing ({_sample(missing)})",
                            unused and f"{len(unused)} unexpected ({_sample(unused)})"])),
-                       "is it a pix2pix U-Net generator? check --format")
+                       f"is it a pix2pix {kind} generator? check --format")
     state = {}
     for key, theirs in names.items():
         if theirs not in tensors:  # num_batches_tracked of a pre-0.4.1 file: keep ours (0)
@@ -267,8 +354,10 @@ def convert(tensors: dict[str, torch.Tensor], layout: str, origin: str, *, bgr: 
             continue
         value = tensors[theirs]
         if value.shape != ours[key].shape:
+            size = (f"{config.blocks} blocks" if kind == "ResNet"
+                    else f"{config.num_downs} levels")
             raise P2PError(f"{origin}: {theirs} has shape {tuple(value.shape)}, expected "
-                           f"{tuple(ours[key].shape)} for a U-Net with {config.num_downs} levels "
+                           f"{tuple(ours[key].shape)} for a {kind} with {size} "
                            f"and {config.ngf} base channels", "is the file complete?")
         state[key] = value
     if bgr:
@@ -284,6 +373,11 @@ def _bgr_to_rgb(state: dict[str, torch.Tensor], config: GeneratorConfig,
         raise P2PError(f"{origin}: --bgr needs 3 input and 3 output channels")
     state = dict(state)
     flip = [2, 1, 0]
+    if config.architecture == "resnet":  # both ends are Conv2d: weights (out, in, k, k)
+        state["stem.conv.weight"] = state["stem.conv.weight"][:, flip]
+        state["head.conv.weight"] = state["head.conv.weight"][flip]
+        state["head.conv.bias"] = state["head.conv.bias"][flip]
+        return state
     # Conv2d weights are (out, in, k, k); ConvTranspose2d weights are (in, out, k, k).
     state["down.0.conv.weight"] = state["down.0.conv.weight"][:, flip]
     state["up.0.conv.weight"] = state["up.0.conv.weight"][:, flip]
@@ -300,7 +394,7 @@ class Pulled:
     verified: bool  # False: the registry has no checksum for it, the digest was only recorded
 
 
-def _store(generator: UnetGenerator, name: str, direction: str, image_size: int,
+def _store(generator: nn.Module, name: str, direction: str, image_size: int,
            source: dict[str, Any]) -> Path:
     path = converted_path(name)
     checkpoint.save_checkpoint(path, {**checkpoint.generator_state(generator, direction,
@@ -310,7 +404,7 @@ def _store(generator: UnetGenerator, name: str, direction: str, image_size: int,
 
 
 def _convert_file(path: Path, layout: str, *, domain: str | None = None, bgr: bool = False,
-                  dropout: bool = True) -> UnetGenerator:
+                  dropout: bool = True) -> nn.Module:
     # mmagic 1.x / mmengine training checkpoints hold mmengine objects beside the weights.
     raw = checkpoint.load_weights_only(path, inert_classes=layout == "mmagic")
     return convert(generator_tensors(raw, layout, str(path), domain), layout, str(path), bgr=bgr,
@@ -491,7 +585,7 @@ def _onnx():
     return onnx
 
 
-def _export_torchscript(generator: UnetGenerator, example: torch.Tensor,
+def _export_torchscript(generator: nn.Module, example: torch.Tensor,
                         batch: torch.Tensor) -> tuple[bytes, torch.Tensor, str]:
     with torch.no_grad():
         traced = torch.jit.trace(generator, example)
@@ -502,7 +596,7 @@ def _export_torchscript(generator: UnetGenerator, example: torch.Tensor,
         return buffer.getvalue(), loaded(batch), "torchscript"
 
 
-def _export_onnx(generator: UnetGenerator, example: torch.Tensor,
+def _export_onnx(generator: nn.Module, example: torch.Tensor,
                  batch: torch.Tensor) -> tuple[bytes, torch.Tensor | None, str | None]:
     axes = {"input": {0: "batch"}, "output": {0: "batch"}}
     buffer = io.BytesIO()

@@ -292,7 +292,8 @@ def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_h
     generator, state = checkpoint.load_generator(path)
     assert state["direction"] == entry.direction and state["zoo_name"] == name
     assert state["generator_config"] == {"in_channels": 3, "out_channels": 3, **SMALL,
-                                         "norm": "batch", "dropout": True}
+                                         "norm": "batch", "dropout": True,
+                                         "architecture": "unet", "blocks": 9}
     assert state["source"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert state["source"]["bgr"] == bgr
     assert_same_function(generator, source, bgr=bgr)

@@ -43,6 +43,13 @@ def translate(
     keep_size: Annotated[bool, typer.Option(
         "--keep-size", help="Pad (reflect) to a multiple of 2^num_downs instead of resizing to "
         "the model's size.")] = False,
+    tile: Annotated[int | None, typer.Option(
+        "--tile", min=1, help="Translate each image at its own size in tiles of SIZE pixels (a "
+        "multiple of the generator's stride) blended over their overlap; memory follows the "
+        "tile, not the image. Batch-norm generators need --eval-mode.")] = None,
+    overlap: Annotated[int | None, typer.Option(
+        "--overlap", min=0, help="Pixels neighbouring tiles share and blend over (default: a "
+        "quarter of the tile).")] = None,
     eval_mode: Annotated[bool, typer.Option(
         "--eval-mode", help="Running batch-norm statistics, no dropout. Default: the paper's "
         "test-time mode (dropout on, each image's own statistics).")] = False,
@@ -66,6 +73,8 @@ def translate(
     """Translate images with a trained generator: a file, a folder, or stdin to stdout."""
     if (checkpoint is None) == (task is None):
         raise P2PError("give --checkpoint PATH or --task NAME, exactly one")
+    if overlap is not None and tile is None:
+        raise P2PError("--overlap needs --tile SIZE")
     stdin = None
     if input == "-":
         if sys.stdin.isatty():
@@ -88,7 +97,8 @@ def translate(
                 model = core.load_model(checkpoint, task, device, download_progress=download)
         options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
                                         keep_size=keep_size, paper_mode=not eval_mode,
-                                        batch_size=batch_size, seed=seed, skip_bad=skip_bad)
+                                        batch_size=batch_size, seed=seed, skip_bad=skip_bad,
+                                        tile=tile, overlap=overlap)
         with contextlib.ExitStack() as bars:
             progress = console.lazy_bar(bars, "translating") if len(plan.jobs) > 1 else None
             report = core.translate(model, plan.jobs, options, progress)

@@ -87,7 +87,8 @@ def import_(
     ] = False,
     dropout: Annotated[bool, typer.Option(
         "--dropout/--no-dropout",
-        help="It was trained with dropout (the pix2pix default; weights cannot tell).")] = True,
+        help="It was trained with dropout (the pix2pix default; a U-Net's weights cannot tell, "
+        "a ResNet's layout does and is followed).")] = True,
 ) -> None:
     """Convert a checkpoint of a published layout into the zoo; prints the checkpoint path."""
     from p2p import zoo

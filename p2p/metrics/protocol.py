@@ -29,7 +29,7 @@ from p2p.images import to_uint8
 from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, fid, inception_score
 from p2p.metrics.features import Progress, Settings, Tally
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
-from p2p.models import buffers_restored
+from p2p.models import buffers_restored, input_multiple
 from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
 
@@ -194,9 +194,9 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
         raise P2PError(f"{checkpoint}: the generator writes {generator.config.out_channels} "
                        f"channel(s) of {writes['target']['dtype']}; FID and IS apply to 8-bit "
                        "RGB outputs only", "score such a model with per-pixel metrics instead")
-    if any(side % 2 ** generator.config.num_downs for side in as_size(target.load_size)):
-        raise P2PError(f"{checkpoint}: images of {target.load_size} pixels do not fit a U-Net "
-                       f"with {generator.config.num_downs} levels")
+    if any(side % input_multiple(generator.config) for side in as_size(target.load_size)):
+        raise P2PError(f"{checkpoint}: images of {target.load_size} pixels do not fit this "
+                       f"generator (sides must be multiples of {input_multiple(generator.config)})")
     root = resolve_dataset(target.data)
     split = _split_of(root, target)
     dataset = PairedImages(root, split, target.direction, target.load_size,
