@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, matmul_gflops_per_cpu_second, synchronize  # noqa: E402
 
 from p2p import train as core  # noqa: E402
-from p2p.device import pick_device  # noqa: E402
+from p2p.device import autocast_dtype, pick_device  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 
@@ -84,7 +84,7 @@ def measure(stack: contextlib.ExitStack) -> None:
         rates.append(args.window / (time.perf_counter() - start))
         cpu_seconds.append((time.process_time() - start_cpu) / args.window)
     load_after = os.getloadavg()[0]
-    dtype = torch.bfloat16 if device.type == "cuda" and t.amp else torch.float32
+    dtype = autocast_dtype("auto" if t.amp else "fp32", device) or torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     matmul = matmul_gflops(device, dtype)
     its = statistics.median(rates)

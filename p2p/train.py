@@ -29,7 +29,7 @@ from p2p.data.paired import (
     center_crop,
     to_float,
 )
-from p2p.device import pick_device
+from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError
 from p2p.images import save_image
 from p2p.losses import discriminator_loss, generator_gan_loss
@@ -148,6 +148,9 @@ class Stepper:
         d, seed = self.recipe.data, self.recipe.train.seed
         indices = batch_indices(len(self.dataset), iteration, d.batch_size, seed)[self.share]
         source, target = self.dataset.get_many(indices)
+        if self.dataset.cache is None:  # streamed from disk: decode the next during this step
+            self.dataset.prefetch(batch_indices(len(self.dataset), iteration + 1, d.batch_size,
+                                                seed)[self.share])
         source, target = augment(source, target, d.crop_size, d.flip, seed, iteration,
                                  first=self.share.start)
         return train_step(self.models, self.to_device(source), self.to_device(target),
@@ -156,11 +159,12 @@ class Stepper:
 
 def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: torch.device,
                  world: distributed.World = distributed.World()) -> Stepper:
-    """The recipe's device settings (CUDA: bf16 autocast, channels_last), DDP wrappers when
-    there are several processes, and torch.compile when asked."""
+    """The recipe's device settings (amp: bf16 autocast on CUDA and on CPUs with native bf16;
+    CUDA: channels_last), DDP wrappers when there are several processes, and torch.compile when
+    asked."""
     t = recipe.train
-    use_amp = device.type == "cuda" and t.amp
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if use_amp
+    dtype = autocast_dtype("auto" if t.amp else "fp32", device, "train.amp")
+    autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext())
     forward_g, forward_d = models.generator, models.discriminator
     if world.size > 1:

@@ -136,3 +136,23 @@ def test_incomplete_or_foreign_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(P2PError, match="not a p2p checkpoint"):
         load_generator(tmp_path / "other.pt")
     assert FORMAT.startswith("p2p-checkpoint")
+
+
+@pytest.mark.parametrize(("amp", "native"), [(True, True), (True, False), (False, True)])
+def test_amp_is_bf16_autocast_on_a_cpu_with_native_bf16(amp, native, tiny, monkeypatch):
+    from pathlib import Path
+
+    from p2p import device, train
+    from p2p.recipe import load_recipe
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    recipe = load_recipe(tiny(2), [f"train.amp={str(amp).lower()}"])
+    cpu = torch.device("cpu")
+    models = train.build_models(recipe, cpu)
+    step = train.make_stepper(recipe, train.load_dataset(recipe, Path(recipe.data.path)),
+                              models, cpu)
+    seen = []
+    models.generator.down[1].conv.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    losses = step(0)
+    assert seen == [torch.bfloat16 if amp and native else torch.float32]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

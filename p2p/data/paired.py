@@ -14,7 +14,7 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from p2p.errors import P2PError
 from p2p.images import is_image_file, open_image, pil_to_tensor
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+PREFETCH_BATCHES = 2  # batches decoded ahead of the training step (uncached splits)
 
 
 def _split_dir(root: Path, split: str) -> Path:
@@ -107,6 +108,7 @@ class PairedImages:
         # One pool for the life of the dataset (PIL decodes without the GIL): uncached splits
         # decode every batch with it, so it is not rebuilt per batch.
         self._decoder = ThreadPoolExecutor(self.workers)
+        self._prefetched: dict[tuple[int, ...], list[Future]] = {}
         self.cache: list[Pair] | None = None
         if size_gb <= cache_gb:
             self.cache = []
@@ -129,12 +131,28 @@ class PairedImages:
         return self.cache[index] if self.cache is not None else self._load(index)
 
     def get_many(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stack the given items into (N, C, S, S) uint8 batches, decoding in parallel if needed."""
+        """Stack the given items into (N, C, S, S) uint8 batches, decoding in parallel if needed
+        (or taking what ``prefetch`` started for these indices)."""
         if self.cache is not None:
             pairs = [self.cache[i] for i in indices]
         else:
-            pairs = list(self._decoder.map(self._load, indices))
+            futures = self._prefetched.pop(tuple(indices), None)
+            if futures is None:
+                futures = [self._decoder.submit(self._load, i) for i in indices]
+            pairs = [future.result() for future in futures]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Start decoding a later batch in the pool (splits streamed from disk), so that the
+        decoding overlaps the training step and ``get_many(indices)`` finds it done. Keeps at
+        most ``PREFETCH_BATCHES`` batches; older ones are dropped."""
+        key = tuple(indices)
+        if self.cache is not None or key in self._prefetched:
+            return
+        while len(self._prefetched) >= PREFETCH_BATCHES:
+            for future in self._prefetched.pop(next(iter(self._prefetched))):
+                future.cancel()
+        self._prefetched[key] = [self._decoder.submit(self._load, i) for i in indices]
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
