@@ -12,12 +12,14 @@ below 1e-3). Only the trace is needed, and for covariances (symmetric, positive 
 
     tr(sqrtm(S_fake S_real)) = sum of sqrt(eigenvalues of R S_real R),  R = sqrtm(S_fake)
 
-a symmetric problem: two ``eigh`` instead of a Schur decomposition of a non-symmetric matrix,
-~10x faster at 2048x2048 and more accurate (the eigenvalues of a product of two PSD matrices are
-real and >= 0; scipy's Schur route meets them as complex numbers near the many zeros that the
-covariances of fewer images than dimensions have). Where the inputs are not covariances (a
-hand-made or damaged statistics file) or the decomposition fails its checks (see
-``_trace_sqrt_product``) scipy's route computes the value as the published code does.
+a symmetric problem: one ``eigh`` of S_fake and one of a matrix as small as its rank, instead of
+a Schur decomposition of a non-symmetric D x D matrix; faster (benchmarks/README.md) and more
+accurate (the eigenvalues of a product of two PSD matrices are real and >= 0; scipy's Schur
+route meets them as complex numbers near the many zeros that the covariances of fewer images
+than dimensions have, which moved a FID of random-weight features by 2e-5 of its value).
+Where the inputs are not covariances (a hand-made or damaged statistics file) or the
+decomposition fails its checks (see ``_trace_sqrt_product``) scipy's route computes the value
+as the published code does.
 
 Statistics files are ``.npz`` with ``mu``, ``sigma`` (the names pytorch-fid uses, so its files
 work here too) and ``n``. The statistics of real image folders are cached under
@@ -105,14 +107,18 @@ def _numerical_rank_cut(values: np.ndarray) -> np.ndarray:
 
 
 def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float | None:
-    """tr(sqrtm(sigma1 sigma2)) by two symmetric eigendecompositions, or None where the inputs
-    are not covariances or the result fails its checks (the caller then uses scipy's route).
+    """tr(sqrtm(sigma1 sigma2)) by symmetric eigendecompositions, or None where the inputs are
+    not covariances or the result fails its checks (the caller then uses scipy's route).
 
-    Checks: both matrices finite and symmetric, with no eigenvalue of sigma1 or of
-    R sigma2 R below -tolerance x the largest (larger negative ones mean not a covariance, where
-    the published code's complex square root decides); and the residual of the trace: the
-    eigenvalues of R sigma2 R must sum to tr(sigma1 sigma2) = sum(sigma1 * sigma2), which fails
-    when R is not a square root of sigma1 in the directions sigma2 weighs."""
+    With sigma1 = V L V^T restricted to its r non-zero eigenvalues (r < D for fewer images than
+    dimensions), R = V sqrt(L) V^T and R sigma2 R has the non-zero eigenvalues of the r x r
+    matrix M^T sigma2 M, M = V sqrt(L): one D x D eigh, then an r x r one.
+
+    Checks: both matrices finite and symmetric, with no eigenvalue of sigma1 or of M^T sigma2 M
+    below -tolerance x the largest (larger negative ones mean not a covariance, where the
+    published code's complex square root decides); and the residual of the trace: the
+    eigenvalues of M^T sigma2 M must sum to tr(sigma1 sigma2) = sum(sigma1 * sigma2), which fails
+    when M M^T is not sigma1 in the directions sigma2 weighs."""
     if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all()):
         return None
     scale = max(np.abs(sigma1).max(initial=0), np.abs(sigma2).max(initial=0))
@@ -122,9 +128,11 @@ def _trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float | None:
     values1, vectors1 = np.linalg.eigh(sigma1)
     if values1[0] < -NEGATIVE_EIGENVALUE_TOLERANCE * max(values1[-1], 0):
         return None
-    root1 = (vectors1 * np.sqrt(_numerical_rank_cut(values1))) @ vectors1.T
-    product = root1 @ sigma2 @ root1
-    values = np.linalg.eigvalsh((product + product.T) / 2)
+    values1 = _numerical_rank_cut(values1)
+    kept = values1 > 0
+    half = vectors1[:, kept] * np.sqrt(values1[kept])  # M: sigma1 = M M^T (up to rounding)
+    small = half.T @ sigma2 @ half
+    values = np.linalg.eigvalsh((small + small.T) / 2) if len(small) else np.zeros(1)
     if values[0] < -NEGATIVE_EIGENVALUE_TOLERANCE * max(values[-1], 0):
         return None
     expected = np.sum(sigma1 * sigma2)  # tr(sigma1 sigma2) for symmetric matrices
