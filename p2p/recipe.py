@@ -60,7 +60,7 @@ class TrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 5000
     device: str = "auto"  # auto = cuda when present, else cpu
-    amp: bool = True  # bf16 autocast (CUDA only; CPU stays fp32)
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (avx512_bf16, AMX)
     channels_last: bool = True  # CUDA only
     fused_adam: bool = True
     compile: bool = False  # torch.compile the generator and discriminator
