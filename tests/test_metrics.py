@@ -155,7 +155,7 @@ def test_symmetric_route_matches_scipy_and_the_exact_trace(n_real, n_fake, dim):
     exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
     scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
     value = fid.frechet_distance(real, fake)
-    assert value == pytest.approx(exact, rel=1e-10)
+    assert value == pytest.approx(exact, rel=1e-9)
     assert value == pytest.approx(scipy_value, rel=1e-6)
 
 
@@ -167,11 +167,11 @@ def test_symmetric_route_at_2048_dimensions_from_106_and_200_images():
     exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
     scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
     value = fid.frechet_distance(real, fake)
-    assert value == pytest.approx(exact, rel=1e-10)
+    assert value == pytest.approx(exact, rel=1e-9)
     assert value == pytest.approx(scipy_value, rel=1e-6)
     # The route's own rounding: ~2000 zero eigenvalues whose square roots are not summed.
     assert fid._trace_sqrt_product(fake.sigma, real.sigma) == pytest.approx(
-        exact_trace_sqrt_product(fake_features, real_features), rel=1e-12)
+        exact_trace_sqrt_product(fake_features, real_features), rel=1e-11)
 
 
 @pytest.mark.parametrize("damage", ["asymmetric", "negative", "nan"])
