@@ -4,7 +4,8 @@ The median of ``--repeats`` timed runs after one warm-up, of:
   decode       reading and preprocessing a folder of 256x256 JPEGs in the thread pool, no network
   network      the FID Inception on a ready (B, 3, 299, 299) batch
   end to end   ``folder_statistics``: decode, preprocess, network, mean and covariance (no cache)
-plus the time of one FID (scipy's sqrtm of a 2048x2048 product) and the FID Inception's forward
+plus the time of one FID from statistics (2048x2048) by p2p's two symmetric eigendecompositions
+and by scipy's sqrtm (the published code's), alternated, and the FID Inception's forward
 GFLOP per image against the machine's matmul GFLOP/s. ``--invariance`` also computes FID of the
 same fake folder at two batch sizes and prints their relative difference.
 
@@ -15,8 +16,10 @@ given (speed does not depend on the values).
 """
 
 import argparse
+import functools
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +31,7 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_gflops, median_seconds  # noqa: E402
+from common import alternate, load_average, matmul_gflops, median_seconds  # noqa: E402
 
 from p2p.device import pick_device  # noqa: E402
 from p2p.images import list_images, read_image  # noqa: E402
@@ -58,6 +61,12 @@ def write_inputs(folder: Path, count: int, seed: int) -> Path:
         pixels = np.clip(base + rng.normal(0, 12, (SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
     return folder
+
+
+def _seconds(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def forward_gflop(network: FIDInception) -> float:
@@ -110,9 +119,13 @@ def main() -> None:
         ]
         real_stats = fid.folder_statistics(real, network, settings)
         fake_stats = fid.folder_statistics(fake, network, settings)
-        start = time.perf_counter()
         value = fid.frechet_distance(real_stats, fake_stats)
-        sqrtm_seconds = time.perf_counter() - start
+        # The trace of sqrtm(S_fake S_real): p2p's symmetric route and scipy's sqrtm (the
+        # published code's), alternated.
+        routes = {"symmetric": fid._trace_sqrt_product, "scipy": fid._trace_sqrtm_scipy}
+        sqrtm_seconds = {name: statistics.median(seconds) for name, seconds in alternate(
+            {name: functools.partial(_seconds, route, fake_stats.sigma, real_stats.sigma)
+             for name, route in routes.items()}, args.repeats, lambda line: None).items()}
         invariance = None
         if args.invariance:
             one = fid.folder_statistics(fake, network, Settings(device, 1, args.workers))
@@ -126,7 +139,9 @@ def main() -> None:
         "workers": args.workers, "batch_size": args.batch_size, "repeats": args.repeats,
         "forward_gflop_per_image": gflop, "matmul_fp32_gflop_per_s": matmul,
         "rows": [{"what": what, "images_per_s": n / seconds} for what, n, seconds in rows],
-        "fid_seconds": sqrtm_seconds, "fid_of_random_sets": value,
+        "fid_seconds": sqrtm_seconds["symmetric"],
+        "scipy_sqrtm_fid_seconds": sqrtm_seconds["scipy"], "fid_of_random_sets": value,
+        "load_after": load_average(),
         "fid_relative_difference_batch_1_vs_batch": invariance,
     }
     if args.json:
@@ -142,7 +157,9 @@ def main() -> None:
     for r in result["rows"]:
         flops = f"{r['images_per_s'] * gflop:>9.1f}" if r["what"] != "decode" else ""
         print(f"{r['what']:<12}{r['images_per_s']:>10.2f}{flops}")
-    print(f"one FID from statistics (sqrtm of 2048x2048): {sqrtm_seconds:.1f} s")
+    print(f"one FID from statistics (2048x2048): {sqrtm_seconds['symmetric']:.2f} s by two "
+          f"eigh, {sqrtm_seconds['scipy']:.2f} s by scipy's sqrtm; load average "
+          f"{result['load_after']:.1f}")
     if invariance is not None:
         print(f"FID at batch 1 vs batch {args.batch_size}: relative difference {invariance:.2e}")
 

@@ -84,7 +84,7 @@ def measure(stack: contextlib.ExitStack) -> None:
         rates.append(args.window / (time.perf_counter() - start))
         cpu_seconds.append((time.process_time() - start_cpu) / args.window)
     load_after = os.getloadavg()[0]
-    dtype = torch.bfloat16 if device.type == "cuda" and t.amp else torch.float32
+    dtype = core.training_dtype(recipe, device) or torch.float32
     dtype_name = str(dtype).removeprefix("torch.")
     matmul = matmul_gflops(device, dtype)
     its = statistics.median(rates)

@@ -17,3 +17,45 @@ def pick_device(name: str = "auto", setting: str = "--device") -> torch.device:
         raise P2PError(f"{setting} {name!r}: CUDA is not available here",
                        "use auto or cpu instead")
     return device
+
+
+# ---- precision ---------------------------------------------------------------------------------
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# CPU flags of native bf16 arithmetic (AVX512-BF16 dot products, AMX tiles): without them bf16
+# is emulated and slower than fp32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# What "auto" picks on a CPU with native bf16: measured in benchmarks/README.md ("CPU bf16").
+CPU_AUTO_BF16 = True
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (Linux's /proc/cpuinfo flags; False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in BF16_CPU_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device,
+                   setting: str = "--precision") -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``, None for fp32.
+
+    ``auto``: bf16 on CUDA and on CPUs with native bf16 (where ``CPU_AUTO_BF16``), else fp32.
+    ``bf16`` on a device without native bf16 is refused rather than emulated (slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise P2PError(f"{setting} {precision!r} is not a precision",
+                       f"use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16
+    native = device.type == "cpu" and cpu_has_native_bf16()
+    if precision == "bf16" and not native:
+        raise P2PError(f"{setting} bf16: this {device.type} has no native bf16 "
+                       f"({' or '.join(BF16_CPU_FLAGS)})", f"use {setting} fp32 or auto")
+    return torch.bfloat16 if native and (precision == "bf16" or CPU_AUTO_BF16) else None

@@ -135,7 +135,7 @@ def check_fits(recipe: Recipe, device: torch.device, processes: int = 1) -> None
         return
     d, m = recipe.data, recipe.model
     batch = -(-d.batch_size // processes)
-    half = device.type == "cuda" and recipe.train.amp
+    half = device.type == "cuda" and recipe.train.amp is not False
     needed = training_bytes(recipe, batch, half)
     if needed > available:
         crop = "x".join(map(str, as_size(d.crop_size)))

@@ -91,7 +91,9 @@ class TrainConfig:
     sample_every: int = 1000
     checkpoint_every: int = 5000
     device: str = "auto"  # auto = cuda when present, else cpu
-    amp: bool = True  # bf16 autocast (CUDA only; CPU stays fp32)
+    # bf16 autocast. auto: on CUDA only (bf16 training on a native-bf16 CPU measured 0.75-0.97x
+    # of fp32 on Zen 4: benchmarks/README.md); true: also on CPUs with native bf16; false: fp32.
+    amp: Literal["auto", True, False] = "auto"
     channels_last: bool = True  # CUDA only
     fused_adam: bool = True
     compile: bool = False  # torch.compile the generator and discriminator

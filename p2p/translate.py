@@ -40,7 +40,7 @@ from torch import nn
 
 from p2p.checkpoint import image_size_of, load_generator, normalization_of, preprocess_of
 from p2p.data.preprocess import Preprocess
-from p2p.device import pick_device
+from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError
 from p2p.images import (
     DEPTH_RANGES,
@@ -80,7 +80,7 @@ Progress = Callable[[int, int | None], None]  # (done, total)
 # ---- the generator at test time --------------------------------------------------------------
 
 def run_generator(generator: nn.Module, batch: torch.Tensor,
-                  paper_mode: bool = True) -> torch.Tensor:
+                  paper_mode: bool = True, precision: str = "auto") -> torch.Tensor:
     """Translate ``batch`` (N, C, H, W), float in [-1, 1], on the generator's device.
 
     Returns float32 (N, C_out, H, W) in [-1, 1]. H and W must be multiples of 2**num_downs.
@@ -92,11 +92,13 @@ def run_generator(generator: nn.Module, batch: torch.Tensor,
     statistics, no dropout, deterministic. Dropout draws from torch's global RNG: call
     ``torch.manual_seed`` first for repeatable paper-mode output. The generator's train/eval
     state is restored afterwards. Runs under ``torch.inference_mode`` in channels_last, with
-    bf16 autocast on CUDA.
+    autocast to the dtype of ``precision`` (``p2p.device.autocast_dtype``: ``auto`` is bf16 on
+    CUDA and on CPUs with native bf16).
     """
     device = batch.device
+    dtype = autocast_dtype(precision, device)
     with torch.inference_mode(), _test_time_mode(generator, paper_mode), torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         output = generator(batch.contiguous(memory_format=torch.channels_last))
     return output.float().contiguous()
 
@@ -342,6 +344,7 @@ class TranslateOptions:
     skip_bad: bool = False  # report bad inputs and go on, instead of stopping at the first
     tile: int | None = None  # run each image at its own size in blended tiles (see tiling.py)
     overlap: int | None = None  # pixels neighbouring tiles share; None: a quarter of the tile
+    precision: str = "auto"  # fp32, bf16, or auto (see p2p.device.autocast_dtype)
 
 
 @dataclass
@@ -370,6 +373,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     """
     if options.batch_size < 1:
         raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
+    autocast_dtype(options.precision, model.device)  # refused before any work, not mid-way
     if options.tile is not None:
         _check_tiles(model, options)
     jobs = list(jobs)
@@ -387,7 +391,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
             outputs = [_run_tiled(model, item.tensor, options) for item in pending]
         else:
             batch = torch.stack([item.tensor for item in pending]).to(model.device)
-            outputs = run_generator(model.generator, batch, options.paper_mode).cpu()
+            outputs = run_generator(model.generator, batch, options.paper_mode,
+                                    options.precision).cpu()
         written.extend(pool.submit(_finish, item, output, options, model)
                        for item, output in zip(pending, outputs, strict=True))
         report.translated += len(pending)
@@ -521,7 +526,8 @@ def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> 
     """8-bit inputs (uint8) are scaled tile by tile and come back as uint8; inputs of other
     depths arrive normalized and come back as floats in [-1, 1]."""
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        return run_generator(model.generator, batch.to(model.device), options.paper_mode)
+        return run_generator(model.generator, batch.to(model.device), options.paper_mode,
+                             options.precision)
 
     floats = {} if image.dtype == torch.uint8 else {
         "to_input": torch.Tensor.float, "to_output": torch.Tensor.float,

@@ -123,6 +123,76 @@ def test_fid_matches_a_numpy_reference(dim, n, seed, shift):
     assert fid.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7, abs=1e-7)
 
 
+def exact_trace_sqrt_product(features1: np.ndarray, features2: np.ndarray) -> float:
+    """tr(sqrtm(S1 S2)) from the features themselves: with S = A^T A (A the centred features
+    over sqrt(n - 1)), the non-zero eigenvalues of S1 S2 are the squared singular values of the
+    small n1 x n2 matrix A1 A2^T, so the trace is its nuclear norm, free of the ~2000 rounded
+    zeros of the D x D route."""
+    def scaled(x):
+        return (x - x.mean(0)) / np.sqrt(len(x) - 1)
+    return float(np.linalg.svd(scaled(features1) @ scaled(features2).T, compute_uv=False).sum())
+
+
+def pool_like_features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    """Non-negative, correlated features (ReLU of a low-rank mix), like Inception's pool."""
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(0).standard_normal((48, dim))
+    return np.maximum(rng.standard_normal((n, 48)) @ mix + shift, 0)
+
+
+def fid_from_trace(a: fid.Statistics, b: fid.Statistics, trace: float) -> float:
+    return float(np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace)
+
+
+@pytest.mark.parametrize(("n_real", "n_fake", "dim"), [(106, 100, 384), (200, 106, 384),
+                                                       (60, 30, 64), (300, 200, 64)])
+def test_symmetric_route_matches_scipy_and_the_exact_trace(n_real, n_fake, dim):
+    # Rank-deficient (fewer images than dimensions, as every FID of the published table) and
+    # full-rank covariances.
+    real_features = pool_like_features(n_real, dim, seed=1)
+    fake_features = pool_like_features(n_fake, dim, seed=2, shift=0.4)
+    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
+    exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
+    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
+    value = fid.frechet_distance(real, fake)
+    assert value == pytest.approx(exact, rel=1e-9)
+    assert value == pytest.approx(scipy_value, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_symmetric_route_at_2048_dimensions_from_106_and_200_images():
+    real_features = pool_like_features(200, 2048, seed=3)
+    fake_features = pool_like_features(106, 2048, seed=4, shift=0.3)
+    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
+    exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
+    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
+    value = fid.frechet_distance(real, fake)
+    assert value == pytest.approx(exact, rel=1e-9)
+    assert value == pytest.approx(scipy_value, rel=1e-6)
+    # The route's own rounding: ~2000 zero eigenvalues whose square roots are not summed.
+    assert fid._trace_sqrt_product(fake.sigma, real.sigma) == pytest.approx(
+        exact_trace_sqrt_product(fake_features, real_features), rel=1e-11)
+
+
+@pytest.mark.parametrize("damage", ["asymmetric", "negative", "nan"])
+def test_statistics_that_are_not_covariances_take_scipys_route(damage, monkeypatch):
+    rng = np.random.default_rng(5)
+    real = fid.statistics(rng.standard_normal((40, 6)))
+    sigma = fid.statistics(rng.standard_normal((40, 6)) + 1).sigma.copy()
+    if damage == "asymmetric":
+        sigma[0, 1] += 0.1
+    elif damage == "negative":
+        sigma -= 2 * np.linalg.eigvalsh(sigma)[-1] * np.eye(6) * 0.01 + np.diag([5, 0, 0, 0, 0, 0])
+    else:
+        sigma[2, 2] = np.nan
+    assert fid._trace_sqrt_product(sigma, real.sigma) is None
+    calls = []
+    monkeypatch.setattr(fid, "_trace_sqrtm_scipy", lambda s1, s2: calls.append(s1) or 1.0)
+    fid.frechet_distance(real, fid.Statistics(np.zeros(6), sigma, None))
+    fid.frechet_distance(real, real)  # covariances: the symmetric route, scipy's is not called
+    assert len(calls) == 1 and calls[0] is sigma
+
+
 def test_statistics_are_float64_mean_and_unbiased_covariance():
     features = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
     stats = fid.statistics(features)

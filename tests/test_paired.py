@@ -49,6 +49,28 @@ def test_uncached_reads_equal_cached(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_prefetched_batches_are_the_batches_without_prefetch(tmp_path, monkeypatch):
+    for i in range(7):
+        write_pair(tmp_path / "train" / f"{i}.png", seed=i)
+    cached = PairedImages(tmp_path, load_size=6)
+    lazy = PairedImages(tmp_path, load_size=6, cache_gb=0)
+    loads = Counter()
+    original = lazy._load
+    monkeypatch.setattr(lazy, "_load", lambda index: loads.update([index]) or original(index))
+    for iteration in range(6):  # as the training step: this batch, then the next one started
+        indices = batch_indices(len(lazy), iteration, 3, seed=1)
+        for a, b in zip(cached.get_many(indices), lazy.get_many(indices), strict=True):
+            assert torch.equal(a, b)
+        if iteration == 2:  # batches nobody asks for are dropped, not kept forever
+            lazy.prefetch([0, 1])
+            lazy.prefetch([2, 3])
+        lazy.prefetch(batch_indices(len(lazy), iteration + 1, 3, seed=1))
+    assert len(lazy._prefetched) <= 2
+    # Each batch decoded once (the prefetched ones were used), plus at most what was asked in
+    # vain (cancelled if not started).
+    assert sum(loads.values()) <= 3 * 7 + 4
+
+
 def test_bad_data_is_named(tmp_path):
     write_pair(tmp_path / "train" / "odd.png", width=15)
     with pytest.raises(P2PError, match="odd.png: width 15 is odd"):

@@ -170,3 +170,24 @@ def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_allocating(cli, ti
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: recipe needs at least ") and " is free " in lines[-1]
     assert "lower model.ngf" in lines[-1] and not (run / "checkpoints").exists()
+@pytest.mark.parametrize(("amp", "native"),
+                         [(True, True), (True, False), (False, True), ("auto", True)])
+def test_amp_true_is_bf16_autocast_on_a_cpu_with_native_bf16(amp, native, tiny, monkeypatch):
+    """auto (the default) stays fp32 on CPUs: bf16 training measured slower there."""
+    from pathlib import Path
+
+    from p2p import device, train
+    from p2p.recipe import load_recipe
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    recipe = load_recipe(tiny(2), [f"train.amp={str(amp).lower()}"])
+    assert recipe.train.amp == amp
+    cpu = torch.device("cpu")
+    models = train.build_models(recipe, cpu)
+    step = train.make_stepper(recipe, train.load_dataset(recipe, Path(recipe.data.path)),
+                              models, cpu)
+    seen = []
+    models.generator.down[1].conv.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    losses = step(0)
+    assert seen == [torch.bfloat16 if amp is True and native else torch.float32]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())

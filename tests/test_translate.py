@@ -344,3 +344,19 @@ def test_task_uses_the_zoo_checkpoint(cli, checkpoint, tmp_path, monkeypatch):
     r = cli("translate", "--task", "facades", source, tmp_path / "y.png")
     assert r.exit_code == 0, r.stderr
     assert asked == ["facades"] and (tmp_path / "y.png").is_file()
+
+
+def test_bf16_on_a_cpu_without_it_is_refused_before_any_output(cli, checkpoint, tmp_path,
+                                                                 monkeypatch):
+    from p2p import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    source = write_image(tmp_path / "x.png", 32, 32)
+    r = cli("translate", "-c", checkpoint, "--precision", "bf16", source, tmp_path / "out")
+    assert r.exit_code == 2 and "no native bf16" in r.stderr and "--precision fp32" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    for precision in ("auto", "fp32"):  # auto falls back to fp32 there
+        r = cli("translate", "-c", checkpoint, "--precision", precision, source,
+                tmp_path / f"{precision}.png")
+        assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "auto.png").read_bytes() == (tmp_path / "fp32.png").read_bytes()

@@ -22,6 +22,12 @@ class Ext(str, Enum):
     npy = "npy"
 
 
+class Precision(str, Enum):  # p2p.device.PRECISIONS, spelled here so --help skips torch
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 def translate(
     input: Annotated[str, typer.Argument(
         metavar="INPUT", help="An image, a folder of images (recursive), or - for one image "
@@ -69,6 +75,9 @@ def translate(
         "first (exit 2).")] = False,
     device: Annotated[str, typer.Option(
         "--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[Precision, typer.Option(
+        "--precision", help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native "
+        "bf16 (avx512_bf16, AMX), else fp32.")] = Precision.auto,
 ) -> None:
     """Translate images with a trained generator: a file, a folder, or stdin to stdout."""
     if (checkpoint is None) == (task is None):
@@ -98,7 +107,8 @@ def translate(
         options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
                                         keep_size=keep_size, paper_mode=not eval_mode,
                                         batch_size=batch_size, seed=seed, skip_bad=skip_bad,
-                                        tile=tile, overlap=overlap)
+                                        tile=tile, overlap=overlap,
+                                        precision=precision.value)
         with contextlib.ExitStack() as bars:
             progress = console.lazy_bar(bars, "translating") if len(plan.jobs) > 1 else None
             report = core.translate(model, plan.jobs, options, progress)

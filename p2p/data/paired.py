@@ -19,7 +19,7 @@ explicit range (``value_range``); every file of a side must have the same depth.
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from p2p.images import (
 Pair = tuple[torch.Tensor, torch.Tensor]
 Decoded = Image.Image | np.ndarray
 CHANNELS_HINT = "set data.in_channels / data.out_channels to the files' channel counts"
+PREFETCH_BATCHES = 2  # batches decoded ahead of the training step (uncached splits)
 
 
 def _split_dir(root: Path, split: str) -> Path:
@@ -174,6 +175,7 @@ class PairedImages:
         # One pool for the life of the dataset (PIL decodes without the GIL): uncached splits
         # decode every batch with it, so it is not rebuilt per batch.
         self._decoder = ThreadPoolExecutor(self.workers)
+        self._prefetched: dict[tuple[int, ...], list[Future]] = {}
         self.cache: list[Pair] | None = None
         if size_gb <= cache_gb:
             self.cache = [first]
@@ -216,11 +218,14 @@ class PairedImages:
     def get_many(self, indices: list[int], stack: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor] | tuple[list, list]:
         """The given items as (N, C, H, W) batches (``stack``) or as lists of (C, H, W) tensors,
-        decoding in parallel if needed."""
+        decoding in parallel if needed (or taking what ``prefetch`` started for these indices)."""
         if self.cache is not None:
             pairs = [self.cache[i] for i in indices]
         else:
-            pairs = list(self._decoder.map(self._load, indices))
+            futures = self._prefetched.pop(tuple(indices), None)
+            if futures is None:
+                futures = [self._decoder.submit(self._load, i) for i in indices]
+            pairs = [future.result() for future in futures]
         sources, targets = [p[0] for p in pairs], [p[1] for p in pairs]
         return (stack_batch(sources), stack_batch(targets)) if stack else (sources, targets)
 
@@ -256,6 +261,18 @@ class PairedImages:
                     "explicit": DEPTH_RANGES.get(name) != value_range}
         return {"source": side(self.dtypes[0], self.ranges[0]),
                 "target": side(self.dtypes[1], self.ranges[1])}
+
+    def prefetch(self, indices: list[int]) -> None:
+        """Start decoding a later batch in the pool (splits streamed from disk), so that the
+        decoding overlaps the training step and ``get_many(indices)`` finds it done. Keeps at
+        most ``PREFETCH_BATCHES`` batches; older ones are dropped."""
+        key = tuple(indices)
+        if self.cache is not None or key in self._prefetched:
+            return
+        while len(self._prefetched) >= PREFETCH_BATCHES:
+            for future in self._prefetched.pop(next(iter(self._prefetched))):
+                future.cancel()
+        self._prefetched[key] = [self._decoder.submit(self._load, i) for i in indices]
 
 
 def stack_batch(images: Sequence[torch.Tensor]) -> torch.Tensor:
