@@ -224,7 +224,7 @@ def test_zoo_import_translate_and_export_a_resnet(cli, tmp_path):
 
     Image.new("RGB", (44, 20), (90, 160, 30)).save(tmp_path / "in.png")
     r = cli("translate", "--task", "horse2zebra", tmp_path / "in.png", tmp_path / "out.png",
-            "--keep-size", "--eval-mode")
+            "--keep-size", "--eval-mode", "--precision", "fp32")  # as the fp32 reference
     assert r.exit_code == 0, r.stderr
     out = torch.from_numpy(np.asarray(Image.open(tmp_path / "out.png")).copy())
     x = torch.tensor([90, 160, 30.]).view(1, 3, 1, 1).expand(1, 3, 20, 44) / 127.5 - 1
