@@ -4,6 +4,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,3 +124,14 @@ def per_item_seconds(seconds: dict[str, list[float]], tool: str, many: int, few:
     ``many`` and ``few`` items, per item (start-up, loading and writing-out cancel)."""
     return (statistics.median(seconds[f"{tool} {many}"])
             - statistics.median(seconds[f"{tool} {few}"])) / (many - few)
+
+
+def check_official(checkout: Path | None, script: str) -> None:
+    """Say that the official code is skipped without a checkout; refuse a folder without
+    ``script`` (train.py, test.py)."""
+    if checkout is None:
+        print(f"official {script}: skipped (no --official PATH; see the docstring)",
+              file=sys.stderr)
+    elif not (checkout / script).is_file():
+        raise SystemExit(f"{checkout}: no {script} here; expected a checkout of "
+                         "junyanz/pytorch-CycleGAN-and-pix2pix")

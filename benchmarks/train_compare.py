@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     alternate,
+    check_official,
     load_average,
     machine,
     per_item_seconds,
@@ -47,12 +48,7 @@ def main() -> None:
                         help="a p2p recipe override, e.g. train.amp=true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.official is None:
-        print("official train.py: skipped (no --official PATH; see the docstring)",
-              file=sys.stderr)
-    elif not (args.official / "train.py").is_file():
-        raise SystemExit(f"{args.official}: no train.py here; expected a checkout of "
-                         "junyanz/pytorch-CycleGAN-and-pix2pix")
+    check_official(args.official, "train.py")
     files = list_images(args.data / "train")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     alternate,
+    check_official,
     load_average,
     machine,
     per_item_seconds,
@@ -55,12 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.official is None:
-        print("official test.py: skipped (no --official PATH; see the docstring)",
-              file=sys.stderr)
-    elif not (args.official / "test.py").is_file():
-        raise SystemExit(f"{args.official}: no test.py here; expected a checkout of "
-                         "junyanz/pytorch-CycleGAN-and-pix2pix")
+    check_official(args.official, "test.py")
     files = list_images(args.data / "test")
     many = len(files)
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,21 +2,18 @@
 
 import contextlib
 import signal
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from p2p.cli import console
+from p2p.cli.translate import CheckpointOption, TaskOption
 from p2p.errors import P2PError
 
 
 def serve(
-    checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", help="A checkpoint file, a training run directory, or a model "
-        "folder (p2p zoo export --format hf).")] = None,
-    task: Annotated[str | None, typer.Option(
-        "--task", help="A zoo model (e.g. facades) or hf:OWNER/NAME[@REVISION].")] = None,
+    checkpoint: CheckpointOption = None,
+    task: TaskOption = None,
     host: Annotated[str, typer.Option(
         "--host", help="Address to listen on. 0.0.0.0 makes the model reachable from other "
         "machines.")] = "127.0.0.1",

@@ -28,6 +28,16 @@ class Precision(str, Enum):  # p2p.device.PRECISIONS, spelled here so --help ski
     bf16 = "bf16"
 
 
+# The model to run, shared with `p2p serve`.
+CheckpointOption = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="A checkpoint file, a training run directory (its latest "
+    "checkpoint; RUN_DIR@best, RUN_DIR@ITERATION pick another) or a model folder (p2p zoo "
+    "export --format hf).")]
+TaskOption = Annotated[str | None, typer.Option(
+    "--task", help="A zoo model, e.g. facades (downloaded on first use), or "
+    "hf:OWNER/NAME[@REVISION].")]
+
+
 def translate(
     input: Annotated[str, typer.Argument(
         metavar="INPUT", help="An image, a folder of images (recursive), or - for one image "
@@ -35,11 +45,8 @@ def translate(
     output: Annotated[str, typer.Argument(
         metavar="OUTPUT", help="A folder (same relative names), an image file, or - for PNG "
         "bytes on stdout (TIFF when PNG cannot hold the output).")],
-    checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", "-c", help="A checkpoint file or a training run directory (its latest "
-        "checkpoint; RUN_DIR@best, RUN_DIR@ITERATION pick another).")] = None,
-    task: Annotated[str | None, typer.Option(
-        "--task", help="A zoo model, e.g. facades (downloaded on first use).")] = None,
+    checkpoint: CheckpointOption = None,
+    task: TaskOption = None,
     paired: Annotated[bool, typer.Option(
         "--paired", help="Inputs are A|B pairs side by side; the model's direction picks the "
         "input half.")] = False,
