@@ -460,13 +460,9 @@ def read_8bit_image(source: Source, name: str | None = None) -> torch.Tensor:
     """An 8-bit RGB (or gray, made RGB) image as a uint8 (3, H, W) tensor, for FID and IS: their
     Inception networks were trained on 8-bit RGB photos, so other data is refused."""
     label = _label(source, name)
-    if _kind(source) == "PIL" and not _is_16bit_color_png(_head(source)):
-        img = _open_pil(source, label)
-        if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            return pil_to_tensor(_convert(img, 3))
-        pixels = _pil_pixels(img, label)
-    else:
-        pixels = read_raster(source, name).pixels
+    pixels = decode_image(source, name)
+    if isinstance(pixels, Image.Image):  # 8 bits, as Pillow reads it
+        return pil_to_tensor(_convert(pixels, 3))
     if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3, 4):
         return torch.from_numpy(match_channels(pixels, 3, label, "")).permute(2, 0, 1).contiguous()
     depth = {"uint16": "16-bit", "float32": "floating-point"}.get(pixels.dtype.name, "8-bit")
