@@ -7,11 +7,13 @@
               batch-norm running statistics are first set from ``--calibrate`` training images
   train       the facades recipe at batch 1 with ``train.amp`` false and true, two models from
               the same seed, windows alternated in one process
+  curves      (``--curves N``) the same two models trained side by side for N iterations (the
+              same batches): the mean losses of each tenth of the run, and the validation
+              scores (``train.val_*``: L1, PSNR, SSIM of ``--val-images`` val pairs, as
+              translate writes them) at each tenth
 
-Loss curves of a whole run are compared with ``p2p train recipes/quickstart.yaml --set
-train.amp=false|true`` (see benchmarks/README.md).
-
-    python benchmarks/bf16_compare.py [--data ../shared/data/facades] [--repeats 5] [--json]
+    python benchmarks/bf16_compare.py [--data ../shared/data/facades] [--repeats 5]
+        [--curves 600 --val-images 50] [--skip-train] [--json]
 """
 
 import argparse
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine  # noqa: E402
 
 from p2p import train as core  # noqa: E402
+from p2p import validation  # noqa: E402
 from p2p.data.paired import PairedImages, to_float  # noqa: E402
 from p2p.device import cpu_has_native_bf16  # noqa: E402
 from p2p.images import to_uint8  # noqa: E402
@@ -82,6 +85,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4, help="images or iterations per window")
     parser.add_argument("--calibrate", type=int, default=20)
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--curves", type=int, default=0, metavar="N",
+                        help="also train fp32 and bf16 side by side for N iterations")
+    parser.add_argument("--val-images", type=int, default=50)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if not cpu_has_native_bf16():
@@ -119,6 +125,8 @@ def main() -> None:
             result["train_s_per_iteration"] = alternated_windows(
                 {name: (lambda n=name: steppers[n](next(counters[n])), args.window)
                  for name in steppers}, args.repeats)
+        if args.curves:
+            result["curves"] = curves(args.data, args.curves, args.val_images)
     result["load_after"] = load_average()
     if args.json:
         print(json.dumps(result, indent=2))
@@ -133,6 +141,38 @@ def main() -> None:
             fp32, bf16 = (statistics.median(result[what][k]) for k in ("fp32", "bf16"))
             print(f"{what}: fp32 {fp32:.3f} {unit}, bf16 {bf16:.3f} {unit}, bf16 "
                   f"{fp32 / bf16:.2f}x (medians of {args.repeats} alternated windows)")
+    for row in result.get("curves", []):
+        print(f"iterations {row['iterations']:5d}  " + "  ".join(
+            f"{name}: " + " ".join(f"{k} {v:.4f}" for k, v in row[name].items())
+            for name in ("fp32", "bf16")))
+
+
+def curves(data: str, iterations: int, val_images: int) -> list[dict]:
+    """fp32 and bf16 facades training side by side from one seed on the same batches: per
+    tenth of the run, the mean losses and the validation scores at its end."""
+    runs = {}
+    for name, amp in (("fp32", "false"), ("bf16", "true")):
+        recipe = load_recipe(ROOT / "recipes" / "facades.yaml",
+                             [f"train.amp={amp}", f"train.val_images={val_images}"])
+        torch.manual_seed(0)
+        models = core.build_models(recipe, CPU)
+        runs[name] = (core.make_stepper(recipe, core.load_dataset(recipe, Path(data)), models,
+                                        CPU), models,
+                      validation.prepare(recipe, Path(data), CPU))
+    rows, every = [], max(1, iterations // 10)
+    rng = {name: torch.get_rng_state() for name in runs}  # the same dropout noise in both
+    for start in range(0, iterations, every):
+        row = {"iterations": min(start + every, iterations)}
+        for name, (step, models, validator) in runs.items():
+            torch.set_rng_state(rng[name])
+            losses = [step(i) for i in range(start, row["iterations"])]
+            rng[name] = torch.get_rng_state()
+            row[name] = {key: statistics.mean(float(x[key]) for x in losses)
+                         for key in losses[0]}
+            row[name].update({f"val_{key}": value for key, value in
+                              validation.validate(validator, models.generator).items()})
+        rows.append(row)
+    return rows
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ junyanz/pytorch-CycleGAN-and-pix2pix with ``--official PATH`` (it needs ``pip in
 and ``visdom`` for some versions of util/visualizer.py). Without it only p2p is measured.
 
     python benchmarks/train_compare.py [--official PATH] [--data ../shared/data/facades]
-        [--many 60] [--few 20] [--repeats 3] [--json]
+        [--many 60] [--few 20] [--repeats 3] [--with-amp] [--json]
+
+``--with-amp`` also times p2p with ``train.amp=true`` (bf16 autocast on CUDA and on CPUs with
+native bf16; the published recipes train in fp32).
 """
 
 import argparse
@@ -46,6 +49,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="a p2p recipe override, e.g. train.amp=true")
+    parser.add_argument("--with-amp", action="store_true",
+                        help="also time p2p with train.amp=true (bf16 autocast where supported)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     check_official(args.official, "train.py")
@@ -58,13 +63,13 @@ def main() -> None:
         quiet = ["train.decay_iters=0"] + [f"train.{key}={10**9}" for key in (
             "log_every", "sample_every", "checkpoint_every")]
 
-        def ours(count: int):
+        def ours(count: int, overrides: list[str]):
             def run() -> float:
                 out = tmp / f"p2p-run-{count}"
                 seconds = run_process(
                     [sys.executable, "-m", "p2p", "train", str(args.recipe), "--data",
                      str(roots[count]), "--out", str(out), "--iters", str(count),
-                     *(arg for o in quiet + args.overrides for arg in ("--set", o))])[0]
+                     *(arg for o in quiet + overrides for arg in ("--set", o))])[0]
                 run_process(["rm", "-rf", str(out)])
                 return seconds
             return run
@@ -78,25 +83,30 @@ def main() -> None:
                  "--save_epoch_freq", str(10**9), "--checkpoints_dir",
                  str(tmp / "checkpoints")], cwd=str(args.official))[0]
 
-        runs = {f"p2p {n}": ours(n) for n in (args.many, args.few)}
+        variants = {"p2p": args.overrides}
+        if args.with_amp:
+            variants["p2p amp"] = args.overrides + ["train.amp=true"]
+        runs = {f"{tool} {n}": ours(n, overrides) for tool, overrides in variants.items()
+                for n in (args.many, args.few)}
         if args.official:
             runs.update({f"official {n}": official(n) for n in (args.many, args.few)})
         print(f"{machine()}, load {load_average():.1f}", file=sys.stderr)
         seconds = alternate(runs, args.repeats, lambda line: print(line, file=sys.stderr))
-    tools = ["official", "p2p"] if args.official else ["p2p"]
+    tools = (["official"] if args.official else []) + list(variants)
     per_iteration = {tool: per_item_seconds(seconds, tool, args.many, args.few)
                      for tool in tools}
+    ratios = ({tool: per_iteration["official"] / per_iteration[tool] for tool in variants}
+              if args.official else None)
     result = {"machine": machine(), "load_after": load_average(), "many": args.many,
               "few": args.few, "overrides": args.overrides, "seconds": seconds,
-              "per_iteration_s": per_iteration,
-              "ratio": (per_iteration["official"] / per_iteration["p2p"]
-                        if args.official else None)}
+              "per_iteration_s": per_iteration, "ratio": ratios}
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"{result['machine']}; load average {result['load_after']:.1f} after")
     line = ", ".join(f"{tool} {s:.3f} s" for tool, s in per_iteration.items())
-    ratio = f", {result['ratio']:.2f}x" if result["ratio"] else " (official: not measured)"
+    ratio = (", " + ", ".join(f"{tool} {r:.2f}x" for tool, r in ratios.items()) if ratios
+             else " (official: not measured)")
     print(f"per iteration after start-up (facades, batch 1): {line}{ratio}")
 
 

@@ -127,16 +127,17 @@ def human(n: int) -> str:
     return f"{n / 1e3:.0f} kB"
 
 
-def check_fits(recipe: Recipe, device: torch.device, processes: int = 1) -> None:
+def check_fits(recipe: Recipe, device: torch.device, processes: int = 1,
+               half_precision: bool = False) -> None:
     """Refuse a recipe whose networks and one batch cannot fit in ``device``'s free memory
-    (each of ``processes`` trains on its share of the batch)."""
+    (each of ``processes`` trains on its share of the batch; bf16 feature maps with
+    ``half_precision``)."""
     available = available_bytes(device)
     if available is None:
         return
     d, m = recipe.data, recipe.model
     batch = -(-d.batch_size // processes)
-    half = device.type == "cuda" and recipe.train.amp is not False
-    needed = training_bytes(recipe, batch, half)
+    needed = training_bytes(recipe, batch, half_precision)
     if needed > available:
         crop = "x".join(map(str, as_size(d.crop_size)))
         raise P2PError(

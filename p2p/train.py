@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
+from p2p import device as devices
 from p2p import distributed, footprint, validation
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
@@ -154,11 +155,16 @@ class Stepper:
 
 
 def training_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` (None: fp32). ``auto``: bf16 on CUDA only; ``true``:
-    also on CPUs with native bf16 (where training in it measured slower on Zen 4)."""
+    """The autocast dtype of ``train.amp`` (None: fp32), as translate's ``--precision``:
+    ``auto``: bf16 on CUDA and on CPUs with native bf16 (1.4-1.9x faster on a Zen 4 with loss
+    and validation curves that track fp32's, benchmarks/README.md), else fp32; ``true``: bf16,
+    refused where it would be emulated; ``false``: fp32."""
     amp = recipe.train.amp
-    fp32 = amp is False or (amp == "auto" and device.type != "cuda")
-    return autocast_dtype("fp32" if fp32 else "auto", device, "train.amp")
+    if amp is True and device.type == "cpu" and not devices.cpu_has_native_bf16():
+        raise P2PError(f"train.amp: true asks for bf16, and this CPU has no native bf16 "
+                       f"({' or '.join(devices.BF16_CPU_FLAGS)}): emulated, it is slower than fp32",
+                       "set train.amp: auto (bf16 where native, else fp32) or false")
+    return autocast_dtype("fp32" if amp is False else "auto", device, "train.amp")
 
 
 def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: torch.device,
@@ -401,7 +407,8 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     distributed.check(recipe, world.size, device.type)
-    footprint.check_fits(recipe, device, world.size)
+    half = training_dtype(recipe, device) is not None  # also refuses amp: true without bf16
+    footprint.check_fits(recipe, device, world.size, half)
     # Signals are taken from here on: one during start-up stops before the loop, unsaved.
     with (stop_on_signals() as stop, distributed.process_group(world, device),
           reuse_freed_memory(device)):

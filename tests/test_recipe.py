@@ -91,7 +91,7 @@ def test_published_recipes(name, direction, iters, batch, load, flip):
 def test_quickstart_uses_builtin_data():
     quickstart = load_recipe(RECIPES / "quickstart.yaml")
     assert quickstart.data.path == "synthetic"
-    assert quickstart.train.amp == "auto"  # the fast default (bf16 autocast on CUDA) stays
+    assert quickstart.train.amp == "auto"  # the fast default (bf16 where native) stays
 
 
 @given(st.integers(1, 10**6), st.floats(1e-6, 1.0), st.sampled_from(["AtoB", "BtoA"]))

@@ -171,9 +171,10 @@ def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_allocating(cli, ti
     assert lines[-1].startswith("error: recipe needs at least ") and " is free " in lines[-1]
     assert "lower model.ngf" in lines[-1] and not (run / "checkpoints").exists()
 @pytest.mark.parametrize(("amp", "native"),
-                         [(True, True), (True, False), (False, True), ("auto", True)])
-def test_amp_true_is_bf16_autocast_on_a_cpu_with_native_bf16(amp, native, tiny, monkeypatch):
-    """auto (the default) stays fp32 on CPUs: bf16 training measured slower there."""
+                         [(True, True), (False, True), ("auto", True), ("auto", False),
+                          (False, False)])
+def test_amp_is_bf16_autocast_where_the_cpu_has_native_bf16(amp, native, tiny, monkeypatch):
+    """auto (the default) and true: bf16 autocast on CPUs with native bf16; false: fp32."""
     from pathlib import Path
 
     from p2p import device, train
@@ -189,5 +190,18 @@ def test_amp_true_is_bf16_autocast_on_a_cpu_with_native_bf16(amp, native, tiny, 
     seen = []
     models.generator.down[1].conv.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
     losses = step(0)
-    assert seen == [torch.bfloat16 if amp is True and native else torch.float32]
+    assert seen == [torch.bfloat16 if amp is not False and native else torch.float32]
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+
+
+def test_amp_true_without_native_bf16_is_refused_before_anything_is_written(
+        cli, tiny, tmp_path, monkeypatch):
+    from p2p import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    run = tmp_path / "run"
+    r = cli("train", tiny(2), "--out", run, "--set", "train.amp=true")
+    assert r.exit_code == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: train.amp: true asks for bf16") and "train.amp: auto" in line
+    assert not run.exists()
