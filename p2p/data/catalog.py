@@ -20,7 +20,6 @@ from pathlib import Path
 from p2p.archive import replace_directory
 from p2p.data import synthetic
 from p2p.errors import P2PError
-from p2p.images import list_images
 from p2p.paths import datasets_dir, write_bytes_atomic, writing
 from p2p.run_lock import locked
 
@@ -106,6 +105,8 @@ def archive_url(dataset: Dataset, url: str | None = None) -> str:
 
 
 def count_images(dataset: Dataset, folder: Path) -> dict[str, int]:
+    from p2p.images import list_images  # here: p2p.images imports torch, `data list` needs none
+
     return {split: len(list_images(folder / split)) if (folder / split).is_dir() else 0
             for split in dataset.splits}
 
