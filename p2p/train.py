@@ -156,9 +156,9 @@ class Stepper:
 
 def training_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.amp`` (None: fp32), as translate's ``--precision``:
-    ``auto``: bf16 on CUDA and on CPUs with native bf16 (1.4-1.9x faster on a Zen 4 with loss
-    and validation curves that track fp32's, benchmarks/README.md), else fp32; ``true``: bf16,
-    refused where it would be emulated; ``false``: fp32."""
+    ``auto``: bf16 on CUDA and on CPUs with native bf16 (facades 1.46x faster than fp32 on a
+    Zen 4, with loss and validation curves that track fp32's: benchmarks/README.md), else fp32;
+    ``true``: bf16, refused where it would be emulated; ``false``: fp32."""
     amp = recipe.train.amp
     if amp is True and device.type == "cpu" and not devices.cpu_has_native_bf16():
         raise P2PError(f"train.amp: true asks for bf16, and this CPU has no native bf16 "

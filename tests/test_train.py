@@ -170,6 +170,8 @@ def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_allocating(cli, ti
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("error: recipe needs at least ") and " is free " in lines[-1]
     assert "lower model.ngf" in lines[-1] and not (run / "checkpoints").exists()
+
+
 @pytest.mark.parametrize(("amp", "native"),
                          [(True, True), (False, True), ("auto", True), ("auto", False),
                           (False, False)])
