@@ -41,12 +41,14 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def autocast_dtype(precision: str, device: torch.device,
-                   setting: str = "--precision") -> torch.dtype | None:
+def autocast_dtype(precision: str, device: torch.device, setting: str = "--precision",
+                   asked: str | None = None, instead: str | None = None) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device``, None for fp32.
 
     ``auto``: bf16 on CUDA and on CPUs with native bf16 (where ``CPU_AUTO_BF16``), else fp32.
-    ``bf16`` on a device without native bf16 is refused rather than emulated (slower than fp32)."""
+    ``bf16`` on a device without native bf16 is refused rather than emulated (slower than fp32);
+    the message quotes ``asked`` (how bf16 was asked for) and suggests ``instead``, by default
+    in ``setting``'s words."""
     if precision not in PRECISIONS:
         raise P2PError(f"{setting} {precision!r} is not a precision",
                        f"use one of {', '.join(PRECISIONS)}")
@@ -56,6 +58,7 @@ def autocast_dtype(precision: str, device: torch.device,
         return torch.bfloat16
     native = device.type == "cpu" and cpu_has_native_bf16()
     if precision == "bf16" and not native:
-        raise P2PError(f"{setting} bf16: this {device.type} has no native bf16 "
-                       f"({' or '.join(BF16_CPU_FLAGS)})", f"use {setting} fp32 or auto")
+        raise P2PError(f"{asked or setting + ' bf16'} asks for bf16, and this {device.type} has "
+                       f"no native bf16 ({' or '.join(BF16_CPU_FLAGS)}): emulated, it is slower "
+                       "than fp32", f"use {instead or setting + ' fp32 or auto'}")
     return torch.bfloat16 if native and (precision == "bf16" or CPU_AUTO_BF16) else None

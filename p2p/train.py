@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import device as devices
 from p2p import distributed, footprint, validation
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
@@ -159,12 +158,9 @@ def training_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     ``auto``: bf16 on CUDA and on CPUs with native bf16 (facades 1.46x faster than fp32 on a
     Zen 4, with loss and validation curves that track fp32's: benchmarks/README.md), else fp32;
     ``true``: bf16, refused where it would be emulated; ``false``: fp32."""
-    amp = recipe.train.amp
-    if amp is True and device.type == "cpu" and not devices.cpu_has_native_bf16():
-        raise P2PError(f"train.amp: true asks for bf16, and this CPU has no native bf16 "
-                       f"({' or '.join(devices.BF16_CPU_FLAGS)}): emulated, it is slower than fp32",
-                       "set train.amp: auto (bf16 where native, else fp32) or false")
-    return autocast_dtype("fp32" if amp is False else "auto", device, "train.amp")
+    precision = {False: "fp32", True: "bf16"}.get(recipe.train.amp, "auto")
+    return autocast_dtype(precision, device, "train.amp", asked="train.amp: true",
+                          instead="train.amp: auto (bf16 where native, else fp32) or false")
 
 
 def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: torch.device,
