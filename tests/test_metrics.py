@@ -144,6 +144,18 @@ def fid_from_trace(a: fid.Statistics, b: fid.Statistics, trace: float) -> float:
     return float(np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace)
 
 
+def assert_matches_exact_and_scipy(real_features: np.ndarray, fake_features: np.ndarray):
+    """p2p's FID equals the one from the exact trace (to 1e-9) and scipy's route (to 1e-6);
+    returns the two statistics."""
+    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
+    exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
+    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
+    value = fid.frechet_distance(real, fake)
+    assert value == pytest.approx(exact, rel=1e-9)
+    assert value == pytest.approx(scipy_value, rel=1e-6)
+    return real, fake
+
+
 @pytest.mark.parametrize(("n_real", "n_fake", "dim"), [(106, 100, 384), (200, 106, 384),
                                                        (60, 30, 64), (300, 200, 64)])
 def test_symmetric_route_matches_scipy_and_the_exact_trace(n_real, n_fake, dim):
@@ -151,24 +163,14 @@ def test_symmetric_route_matches_scipy_and_the_exact_trace(n_real, n_fake, dim):
     # full-rank covariances.
     real_features = pool_like_features(n_real, dim, seed=1)
     fake_features = pool_like_features(n_fake, dim, seed=2, shift=0.4)
-    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
-    exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
-    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
-    value = fid.frechet_distance(real, fake)
-    assert value == pytest.approx(exact, rel=1e-9)
-    assert value == pytest.approx(scipy_value, rel=1e-6)
+    assert_matches_exact_and_scipy(real_features, fake_features)
 
 
 @pytest.mark.slow
 def test_symmetric_route_at_2048_dimensions_from_106_and_200_images():
     real_features = pool_like_features(200, 2048, seed=3)
     fake_features = pool_like_features(106, 2048, seed=4, shift=0.3)
-    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
-    exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
-    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
-    value = fid.frechet_distance(real, fake)
-    assert value == pytest.approx(exact, rel=1e-9)
-    assert value == pytest.approx(scipy_value, rel=1e-6)
+    real, fake = assert_matches_exact_and_scipy(real_features, fake_features)
     # The route's own rounding: ~2000 zero eigenvalues whose square roots are not summed.
     assert fid._trace_sqrt_product(fake.sigma, real.sigma) == pytest.approx(
         exact_trace_sqrt_product(fake_features, real_features), rel=1e-11)
