@@ -3,6 +3,7 @@
 import http.server
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -82,60 +83,20 @@ class Route:
     ranges: list = field(default_factory=list)  # the Range headers received
 
 
-class LocalServer:
-    """An HTTP server on 127.0.0.1 with Range support and injectable faults."""
+class LocalHTTP:
+    """An HTTP server on 127.0.0.1 in a daemon thread; ``answer(request, head)`` handles each GET
+    (head False) and HEAD (head True). ``with`` starts and stops it."""
 
-    def __init__(self):
-        self.routes: dict[str, Route] = {}
-        server = self
-
+    def __init__(self, answer: Callable[[http.server.BaseHTTPRequestHandler, bool], None]):
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
 
             def do_HEAD(self):
-                self.respond(head=True)
+                answer(self, True)
 
             def do_GET(self):
-                self.respond(head=False)
-
-            def respond(self, head: bool):
-                route = server.routes.get(self.path.split("?")[0])
-                if route is None:
-                    self.send_error(404)
-                    return
-                route.hits += 1
-                route.ranges.append(self.headers.get("Range"))
-                if route.status != 200:
-                    self.send_error(route.status)
-                    return
-                body, start = route.body, 0
-                range_header = self.headers.get("Range")
-                if range_header and range_header.startswith("bytes="):
-                    start = int(range_header[6:].split("-")[0])
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                if head:
-                    return
-                chunk = body[start:]
-                if route.cut_after is not None:
-                    chunk = chunk[: route.cut_after]
-                    route.cut_after = None
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(chunk)
+                answer(self, False)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -147,6 +108,60 @@ class LocalServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class LocalServer(LocalHTTP):
+    """Files served by path, with Range support and injectable faults."""
+
+    def __init__(self):
+        self.routes: dict[str, Route] = {}
+        super().__init__(self.respond)
+
+    def respond(self, request: http.server.BaseHTTPRequestHandler, head: bool) -> None:
+        route = self.routes.get(request.path.split("?")[0])
+        if route is None:
+            request.send_error(404)
+            return
+        route.hits += 1
+        route.ranges.append(request.headers.get("Range"))
+        if route.status != 200:
+            request.send_error(route.status)
+            return
+        body, start = route.body, 0
+        range_header = request.headers.get("Range")
+        if range_header and range_header.startswith("bytes="):
+            start = int(range_header[6:].split("-")[0])
+            if start >= len(body):
+                request.send_response(416)
+                request.send_header("Content-Range", f"bytes */{len(body)}")
+                request.end_headers()
+                return
+            request.send_response(206)
+            request.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            request.send_response(200)
+        request.send_header("Content-Length", str(len(body) - start))
+        request.send_header("Accept-Ranges", "bytes")
+        request.end_headers()
+        if head:
+            return
+        chunk = body[start:]
+        if route.cut_after is not None:
+            chunk = chunk[: route.cut_after]
+            route.cut_after = None
+            request.wfile.write(chunk)
+            request.wfile.flush()
+            request.close_connection = True
+            return
+        request.wfile.write(chunk)
+
     def add(self, path: str, body: bytes = b"", **kwargs) -> Route:
         self.routes[path] = Route(body=body, **kwargs)
         return self.routes[path]
@@ -155,8 +170,5 @@ class LocalServer:
 @pytest.fixture
 def http_server():
     """A LocalServer started for the test and stopped after it."""
-    server = LocalServer()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    with LocalServer() as server:
+        yield server

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import skip_or_fail
+from conftest import LocalHTTP, skip_or_fail
 from PIL import Image
 
 from p2p import hub
@@ -162,67 +161,49 @@ def test_broken_folders_are_one_line_errors(cli, tmp_path):
 
 # ---- hf: through a local mirror of the Hub -----------------------------------------------
 
-class HubMirror:
+class HubMirror(LocalHTTP):
     """The Hub's HTTP API as huggingface_hub's snapshot_download reads it, for one repository:
     repo info (/api/models/REPO/revision/REV), the file tree (/api/models/REPO/tree/REV), and
     HEAD/GET of /REPO/resolve/REV/FILE with X-Repo-Commit, ETag and Content-Length."""
 
     def __init__(self, repo: str, files: dict[str, bytes], revisions=("main",)):
+        self.repo, self.files, self.known = repo, files, (*revisions, COMMIT)
         self.requests: list[str] = []
-        mirror = self
+        super().__init__(self.answer)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def answer(self, request: http.server.BaseHTTPRequestHandler, head: bool) -> None:
+        repo, files, known = self.repo, self.files, self.known
+        path = unquote(urlsplit(request.path).path)
+        self.requests.append(f"{request.command} {path}")
+        api = f"/api/models/{repo}/"
+        if path.startswith(api + "revision/") and path[len(api) + 9:] in known:
+            body = json.dumps({"id": repo, "sha": COMMIT, "siblings": [
+                {"rfilename": name} for name in files]}).encode()
+            return send(request, 200, body, {"Content-Type": "application/json"}, head)
+        if path.startswith(api + "tree/") and path[len(api) + 5:] in known:
+            body = json.dumps([{"type": "file", "path": name, "size": len(data),
+                                "oid": hashlib.sha1(data).hexdigest()}
+                               for name, data in files.items()]).encode()
+            return send(request, 200, body, {"Content-Type": "application/json"}, head)
+        for rev in known:
+            prefix = f"/{repo}/resolve/{rev}/"
+            if path.startswith(prefix) and path[len(prefix):] in files:
+                data = files[path[len(prefix):]]
+                etag = f'"{hashlib.sha256(data).hexdigest()}"'
+                return send(request, 200, data, {"X-Repo-Commit": COMMIT, "ETag": etag}, head)
+        send(request, 404, b'{"error": "Repository not found"}',
+             {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"}, head)
 
-            def do_HEAD(self):
-                self.answer(head=True)
 
-            def do_GET(self):
-                self.answer(head=False)
-
-            def answer(self, head: bool):
-                path = unquote(urlsplit(self.path).path)
-                mirror.requests.append(f"{self.command} {path}")
-                api = f"/api/models/{repo}/"
-                known = (*revisions, COMMIT)
-                if path.startswith(api + "revision/") and path[len(api) + 9:] in known:
-                    body = json.dumps({"id": repo, "sha": COMMIT, "siblings": [
-                        {"rfilename": name} for name in files]}).encode()
-                    return self.send(200, body, {"Content-Type": "application/json"}, head)
-                if path.startswith(api + "tree/") and path[len(api) + 5:] in known:
-                    body = json.dumps([{"type": "file", "path": name, "size": len(data),
-                                        "oid": hashlib.sha1(data).hexdigest()}
-                                       for name, data in files.items()]).encode()
-                    return self.send(200, body, {"Content-Type": "application/json"}, head)
-                for rev in known:
-                    prefix = f"/{repo}/resolve/{rev}/"
-                    if path.startswith(prefix) and path[len(prefix):] in files:
-                        data = files[path[len(prefix):]]
-                        etag = f'"{hashlib.sha256(data).hexdigest()}"'
-                        return self.send(200, data, {"X-Repo-Commit": COMMIT, "ETag": etag},
-                                         head)
-                self.send(404, b'{"error": "Repository not found"}',
-                          {"Content-Type": "application/json",
-                           "X-Error-Code": "RepoNotFound"}, head)
-
-            def send(self, status, body, headers, head):
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever,
-                                       kwargs={"poll_interval": 0.05}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+def send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes,
+         headers: dict[str, str], head: bool) -> None:
+    request.send_response(status)
+    for key, value in headers.items():
+        request.send_header(key, value)
+    request.send_header("Content-Length", str(len(body)))
+    request.end_headers()
+    if not head:
+        request.wfile.write(body)
 
 
 @pytest.fixture
@@ -246,13 +227,11 @@ def p2p_process(args: list, env: dict) -> subprocess.CompletedProcess:
 def test_hf_reference_downloads_from_mirror_then_works_offline(cli, exported, tmp_path):
     files = {name: (exported / name).read_bytes() for name in
              ("config.json", "model.safetensors", "README.md", "sample.png")}
-    mirror = HubMirror("someone/tiny-facades", files, revisions=("main", "v1"))
-    mirror.thread.start()
     image = write_image(tmp_path / "in.png")
-    env = {**os.environ, "HF_ENDPOINT": mirror.url, "HF_HOME": str(tmp_path / "hf"),
-           "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("HF_HUB_OFFLINE", None)
-    try:
+    with HubMirror("someone/tiny-facades", files, revisions=("main", "v1")) as mirror:
+        env = {**os.environ, "HF_ENDPOINT": mirror.url, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "PYTHONPATH": str(ROOT)}
+        env.pop("HF_HUB_OFFLINE", None)
         r = p2p_process(["translate", "--task", "hf:someone/tiny-facades@v1", image, "-",
                          "--eval-mode"], env)
         assert r.returncode == 0, r.stderr.decode()
@@ -266,9 +245,6 @@ def test_hf_reference_downloads_from_mirror_then_works_offline(cli, exported, tm
         r = p2p_process(["translate", "--task", "hf:someone/missing", image, "-"], env)
         assert r.returncode == 2 and b"hf:someone/missing: cannot download" in r.stderr
         assert b"Traceback" not in r.stderr
-    finally:
-        mirror.httpd.shutdown()
-        mirror.httpd.server_close()
     # The mirror is gone: offline mode reads the cache, and without the cache says so.
     offline = {**env, "HF_HUB_OFFLINE": "1"}
     r = p2p_process(["translate", "--task", "hf:someone/tiny-facades@v1", image, "-",
