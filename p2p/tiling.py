@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from p2p.errors import P2PError
-from p2p.images import to_uint8
+from p2p.images import DEPTH_RANGES, normalize, to_uint8
 
 
 def default_overlap(tile: int) -> int:
@@ -67,7 +67,7 @@ def _weight_sums(length: int, tile: int, starts: list[int], window: torch.Tensor
 
 
 def from_uint8(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(127.5).sub_(1)
+    return normalize(x, DEPTH_RANGES["uint8"])
 
 
 def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *,
@@ -75,14 +75,12 @@ def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torc
                     batch_size: int = 1,
                     to_input: Callable[[torch.Tensor], torch.Tensor] = from_uint8,
                     to_output: Callable[[torch.Tensor], torch.Tensor] = to_uint8,
-                    out_dtype: torch.dtype = torch.uint8,
-                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
+                    out_dtype: torch.dtype = torch.uint8) -> torch.Tensor:
     """Run ``forward`` over ``image`` (C, H, W) in blended tiles; returns (out_channels, H, W).
 
     ``forward`` maps a float batch (N, C, h, w) in [-1, 1] to (N, out_channels, h, w) (e.g.
     ``translate.run_generator`` with its generator and mode bound). ``to_input`` turns a slice of
     ``image`` into that float range, ``to_output`` turns blended float rows into ``out_dtype``.
-    ``progress(done, total)`` is called after each batch of tiles.
     """
     from p2p.translate import pad_to_multiple  # translate imports this module
 
@@ -99,7 +97,6 @@ def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torc
 
     output = torch.empty((out_channels, height, width), dtype=out_dtype)
     strip = torch.zeros((out_channels, tile_h, width))  # blended rows [top, top + tile_h)
-    total, done = len(ys) * len(xs), 0
 
     def emit(top: int, end: int) -> None:
         """Rows [top, end) are final: normalize them and write them out."""
@@ -118,9 +115,6 @@ def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torc
                 cols = min(tile_w, width - x)
                 window = ramp_y[:rows, None] * ramp_x[None, :cols]
                 strip[:, :rows, x:x + cols] += out[:, :rows, :cols] * window
-            done += len(chunk)
-            if progress:
-                progress(done, total)
         end = ys[row + 1] if row + 1 < len(ys) else height
         emit(top, end)
         shift = end - top  # the rows the next tile row shares stay, moved to the strip's top
