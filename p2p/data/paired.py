@@ -114,15 +114,12 @@ def _to_tensor(image: Decoded, size: Size, antialias: bool) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
         return resize_pixels(x, size, antialias).contiguous()
     height, width = size
-    if image.size == (width, height):
-        return pil_to_tensor(image)
-    if antialias:  # Pillow's bicubic widens its kernel when shrinking: the official code's resize
-        return pil_to_tensor(image.resize((width, height), Image.BICUBIC))
-    # OpenCV's bicubic (a = -0.75, half-pixel centres, no antialiasing), which mmagic's pipelines
-    # use; it matters for maps (600 -> 256) when reproducing mmagic's table.
-    x = pil_to_tensor(image).float()[None]
-    x = torch.nn.functional.interpolate(x, size, mode="bicubic", align_corners=False)
-    return x[0].round().clamp(0, 255).to(torch.uint8)
+    if antialias and image.size != (width, height):
+        # Pillow's bicubic widens its kernel when shrinking: the official code's resize.
+        image = image.resize((width, height), Image.BICUBIC)
+    # Else OpenCV's bicubic (a = -0.75, half-pixel centres, no antialiasing), which mmagic's
+    # pipelines use; it matters for maps (600 -> 256) when reproducing mmagic's table.
+    return resize_pixels(pil_to_tensor(image), size, antialias=False)
 
 
 def _name(dtype: torch.dtype) -> str:
