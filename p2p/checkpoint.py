@@ -76,6 +76,13 @@ def normalization_of(state: dict) -> dict:
     return state.get("normalization", {"source": eight_bit, "target": eight_bit})
 
 
+def writes_8bit_images(normalization: dict, out_channels: int) -> bool:
+    """Whether a generator's outputs are plain 8-bit images: 1 or 3 channels over the full
+    0..255 (what Pillow writes, and what FID and IS read)."""
+    target = normalization["target"]
+    return target["dtype"] == "uint8" and not target["explicit"] and out_channels in (1, 3)
+
+
 def resolve(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory (its ``checkpoints/latest.pt``), or a run directory
     with a selector: ``RUN_DIR@latest``, ``RUN_DIR@best`` or ``RUN_DIR@ITERATION``.

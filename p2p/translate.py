@@ -38,7 +38,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from p2p.checkpoint import image_size_of, load_generator, normalization_of, preprocess_of
+from p2p.checkpoint import (
+    image_size_of,
+    load_generator,
+    normalization_of,
+    preprocess_of,
+    writes_8bit_images,
+)
 from p2p.data.preprocess import Preprocess
 from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError
@@ -164,9 +170,7 @@ class Model:
     @property
     def writes_8bit_images(self) -> bool:
         """Outputs go through Pillow as before: 8-bit, 1 or 3 channels, the full 0..255."""
-        target = self.normalization["target"]
-        return (target["dtype"] == "uint8" and not target["explicit"]
-                and self.out_channels in (1, 3))
+        return writes_8bit_images(self.normalization, self.out_channels)
 
     def value_range(self, side: str, dtype: str, label: str) -> tuple[float, float]:
         """The range of ``side``'s values in a file of ``dtype``: the training's explicit range,

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from p2p.checkpoint import load_generator, normalization_of, resolve, run_directory
+from p2p.checkpoint import (
+    load_generator,
+    normalization_of,
+    resolve,
+    run_directory,
+    writes_8bit_images,
+)
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
 from p2p.data.preprocess import as_size
@@ -189,8 +195,7 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
                        f"this evaluation reads {target.direction}",
                        "pick the checkpoint trained for this task")
     writes = normalization_of(state)
-    if writes["target"]["dtype"] != "uint8" or writes["target"]["explicit"] or \
-            generator.config.out_channels not in (1, 3):
+    if not writes_8bit_images(writes, generator.config.out_channels):
         raise P2PError(f"{checkpoint}: the generator writes {generator.config.out_channels} "
                        f"channel(s) of {writes['target']['dtype']}; FID and IS apply to 8-bit "
                        "RGB outputs only", "score such a model with per-pixel metrics instead")
