@@ -109,15 +109,11 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
     start_up.close()
     with contextlib.ExitStack() as bars:
         download = console.lazy_bar(bars, "downloading", "bytes")
-        if sys.stderr.isatty():
-            with console.progress_bar("training", total=recipe.train.iters) as update:
-                outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                                     on_log=_also_to(board, lambda r: _show(r, update)),
-                                     on_sample=on_sample, on_download=download)
-        else:
-            outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                                 on_log=_also_to(board, lambda r: _show(r)),
-                                 on_sample=on_sample, on_download=download)
+        update = (bars.enter_context(console.progress_bar("training", total=recipe.train.iters))
+                  if sys.stderr.isatty() else None)  # without a terminal: a line per log
+        outcome = core.train(recipe, dataset, run_dir, resume is not None,
+                             on_log=_also_to(board, lambda r: _show(r, update)),
+                             on_sample=on_sample, on_download=download)
     if board:
         board.close()
     if outcome.stopped_by:
