@@ -114,14 +114,13 @@ def load_state(folder: str | os.PathLike, map_location: Any = "cpu") -> dict[str
 
 # ---- write ---------------------------------------------------------------------------------
 
-def export_folder(source: str, out: str | os.PathLike, progress=None) -> tuple[Path, float]:
+def export_folder(source: str, out: str | os.PathLike, progress=None) -> Path:
     """Write the generator of ``source`` (zoo name, checkpoint, run directory, model folder or
     ``hf:`` reference) as a model folder ``out``, atomically.
 
     The folder is built beside ``out`` under a temporary name, read back (every tensor must equal
     the source's) and only then renamed into place. An existing
-    ``out`` is replaced only if it is empty or a p2p model folder. Returns the folder and the
-    largest output difference found (0 for an exact copy).
+    ``out`` is replaced only if it is empty or a p2p model folder. Returns the folder.
     """
     from safetensors.torch import save_file
 
@@ -156,17 +155,16 @@ def export_folder(source: str, out: str | os.PathLike, progress=None) -> tuple[P
         if card["sample"] is not None:
             shutil.copyfile(card["sample"], work / SAMPLE)
         (work / CARD).write_text(model_card(out.name, config, card))
-        diff = _largest_difference(generator, checkpoint.load_generator(work)[0])
-        if diff != 0:
-            raise P2PError(f"the exported model differs from the source by {diff:.3g}; "
-                           "nothing was written", "this is a bug in p2p; please report it")
+        if not _same_tensors(generator, checkpoint.load_generator(work)[0]):
+            raise P2PError("the exported model differs from the source; nothing was written",
+                           "this is a bug in p2p; please report it")
         from p2p.archive import replace_directory
 
         work.chmod(0o755)
         replace_directory(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return out, diff
+    return out
 
 
 def _is_ours(folder: Path) -> bool:
@@ -176,14 +174,13 @@ def _is_ours(folder: Path) -> bool:
         return False
 
 
-def _largest_difference(ours, reloaded) -> float:
-    """Over every tensor of the two generators (same keys, shapes and dtypes required)."""
+def _same_tensors(ours, reloaded) -> bool:
+    """Every tensor of the two generators equal: same keys, dtypes, shapes and values."""
+    import torch
+
     a, b = ours.state_dict(), reloaded.state_dict()
-    if a.keys() != b.keys() or any(a[k].shape != b[k].shape or a[k].dtype != b[k].dtype
-                                   for k in a):
-        return float("inf")
-    return max(((a[k].cpu().double() - b[k].cpu().double()).abs().max().item()
-                for k in a if a[k].numel()), default=0.0)
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
 
 
 def _card_facts(source: str, path: Path, state: dict[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,8 @@ def export(
                             progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
         console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
+    elif result.max_abs_diff is None:
+        console.info(f"checked with {result.checked_with}")
     else:
         console.info(f"checked with {result.checked_with}: max difference to ours "
                      f"{result.max_abs_diff:.2g} on a batch of 2")
