@@ -316,7 +316,9 @@ def init_generator(generator: torch.nn.Module, source: str, world: distributed.W
         distributed.barrier(world)
     state = ckpt.load_checkpoint(path)
     ckpt.load_generator_weights(generator, state.get("generator"), f"model.init_from {path}")
-    return {"init_from": source, "path": str(path.resolve()), "sha256": sha256_file(path),
+    # Only rank 0 writes and logs this record: the others need not read the file again.
+    return {"init_from": source, "path": str(path.resolve()),
+            "sha256": sha256_file(path) if world.is_main else None,
             "source_iteration": state.get("iteration")}
 
 
