@@ -53,7 +53,6 @@ class Validator:
     paper_mode: bool
     seed: int  # the dropout noise, the same at every validation
     device: torch.device
-    stride: int  # inputs are padded to multiples of this, outputs cropped back
     fid_network: nn.Module | None = None
     real_statistics: object = None  # fid.Statistics of the targets, when FID is on
 
@@ -88,8 +87,7 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
     if t.val_fid and (dataset.dtypes[1] != torch.uint8 or d.out_channels not in (1, 3)):
         raise P2PError("train.val_fid: FID reads 8-bit images with 1 or 3 channels, and this "
                        "dataset's targets are not", "set train.val_fid: false")
-    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device,
-                          recipe.generator_stride())
+    validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
     if t.val_fid:
         from p2p.metrics import fid
         from p2p.metrics.features import Settings
@@ -136,7 +134,8 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
         for index in range(len(dataset)):
             source, target = dataset[index]
             height, width = source.shape[-2:]
-            x = pad_to_multiple(to_float(source, dataset.ranges[0]), validator.stride)
+            # Padded to the generator's stride (the dataset's), the output cropped back.
+            x = pad_to_multiple(to_float(source, dataset.ranges[0]), dataset.stride)
             output = run_generator(generator, x[None].to(device),
                                    validator.paper_mode)[..., :height, :width]
             # At the target's depth as translate writes it: the numbers of eval pairs on its files.
