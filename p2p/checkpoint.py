@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from p2p import safe_pickle
+from p2p.data.preprocess import as_size
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, build_generator
 from p2p.paths import atomic_file, link_atomic
@@ -45,7 +46,7 @@ def generator_state(generator: nn.Module, direction: str, image_size: int | tupl
     ``Preprocess.to_dict()``; ``normalization`` maps ``source`` and ``target`` to
     ``{"dtype": ..., "range": [min, max], "explicit": bool}`` (explicit: set by data.range, not
     by the files' depth)."""
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    height, width = as_size(image_size)
     state = {"generator_config": asdict(generator.config), "direction": direction,
              "image_size": height if height == width else [height, width],
              "generator": generator.state_dict()}
@@ -58,8 +59,7 @@ def generator_state(generator: nn.Module, direction: str, image_size: int | tupl
 
 def image_size_of(state: dict) -> tuple[int, int]:
     """The (height, width) a checkpoint's generator was trained at."""
-    size = state["image_size"]
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return as_size(state["image_size"])
 
 
 def preprocess_of(state: dict) -> dict:
