@@ -1,5 +1,7 @@
 """Which device a command runs on: ``auto`` is CUDA when present, else the CPU."""
 
+import functools
+
 import torch
 
 from p2p.errors import P2PError
@@ -25,10 +27,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # CPU flags of native bf16 arithmetic (AVX512-BF16 dot products, AMX tiles): without them bf16
 # is emulated and slower than fp32.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-# What "auto" picks on a CPU with native bf16: measured in benchmarks/README.md ("CPU bf16").
-CPU_AUTO_BF16 = True
-
-
+@functools.cache  # read once: translate asks for every batch
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (Linux's /proc/cpuinfo flags; False elsewhere)."""
     try:
@@ -45,7 +44,8 @@ def autocast_dtype(precision: str, device: torch.device, setting: str = "--preci
                    asked: str | None = None, instead: str | None = None) -> torch.dtype | None:
     """The autocast dtype of ``precision`` on ``device``, None for fp32.
 
-    ``auto``: bf16 on CUDA and on CPUs with native bf16 (where ``CPU_AUTO_BF16``), else fp32.
+    ``auto``: bf16 on CUDA and on CPUs with native bf16, else fp32 (the speed and deviation
+    that decided it: benchmarks/README.md, "CPU bf16").
     ``bf16`` on a device without native bf16 is refused rather than emulated (slower than fp32);
     the message quotes ``asked`` (how bf16 was asked for) and suggests ``instead``, by default
     in ``setting``'s words."""
@@ -61,4 +61,4 @@ def autocast_dtype(precision: str, device: torch.device, setting: str = "--preci
         raise P2PError(f"{asked or setting + ' bf16'} asks for bf16, and this {device.type} has "
                        f"no native bf16 ({' or '.join(BF16_CPU_FLAGS)}): emulated, it is slower "
                        "than fp32", f"use {instead or setting + ' fp32 or auto'}")
-    return torch.bfloat16 if native and (precision == "bf16" or CPU_AUTO_BF16) else None
+    return torch.bfloat16 if native else None
