@@ -32,11 +32,11 @@ CURVES = [  # (log.jsonl key, panel title, smoothed)
     ("d_real", "D loss on real pairs", True), ("d_fake", "D loss on generated pairs", True),
     ("lr", "learning rate", False), ("it_per_s", "iterations / s", True),
 ]
-VAL_CURVES = [  # (log.jsonl key, panel title, lower is better): validation, when the run has it
-    ("val_l1", "validation L1 (lower is better)", True),
-    ("val_psnr", "validation PSNR, dB (higher is better)", False),
-    ("val_ssim", "validation SSIM (higher is better)", False),
-    ("val_fid", "validation FID (lower is better)", True),
+VAL_CURVES = [  # (log.jsonl key, panel title): validation, when the run has it
+    ("val_l1", "validation L1 (lower is better)"),
+    ("val_psnr", "validation PSNR, dB (higher is better)"),
+    ("val_ssim", "validation SSIM (higher is better)"),
+    ("val_fid", "validation FID (lower is better)"),
 ]
 SAMPLE_NAME = re.compile(r"iter_(\d+)\.png")
 # Text stays text (small, sharp), and ids are salted so the output is reproducible.
@@ -122,7 +122,7 @@ def loss_curves_svg(records: list[dict]) -> bytes | None:
 def validation_curves_svg(records: list[dict], best_iteration: int | None) -> bytes | None:
     """One panel per validation metric the run logged, the best checkpoint's iteration marked;
     None without matplotlib or without validations."""
-    present = [(key, title) for key, title, _ in VAL_CURVES
+    present = [(key, title) for key, title in VAL_CURVES
                if any(isinstance(r.get(key), (int, float)) for r in records)]
     if not present:
         return None
@@ -276,7 +276,7 @@ def _validation_section(run_dir: Path, records: list[dict], val_every: int,
         if svg is not None:
             parts.append(f'<img class=curves src="{_data_uri(svg, "image/svg+xml")}" '
                          'alt="validation curves">')
-        keys = [key for key, _, _ in VAL_CURVES if any(key in r for r in validations)]
+        keys = [key for key, _ in VAL_CURVES if any(key in r for r in validations)]
         rows = [[_number(r["iteration"]), *(_number(r.get(k)) for k in keys),
                  "best so far" if r.get("val_best") else ""]
                 for r in (validations[i] for i in spread(len(validations), TABLE_ROWS))]
