@@ -26,12 +26,15 @@ STATE_COPIES = 4  # fp32 weights, their gradients, Adam's exp_avg and exp_avg_sq
 
 
 def _unet_widths(num_downs: int, ngf: int) -> list[int]:
-    return [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)  # as models.UnetGenerator
+    from p2p.models import unet_widths  # here: a Recipe's holder has loaded it; data list has not
+
+    return unet_widths(num_downs, ngf)
 
 
 def _resnet_blocks(recipe: Recipe) -> int:
     """Residual blocks of a ResNet generator, 0 for the U-Net."""
-    return {"resnet_6blocks": 6, "resnet_9blocks": 9}.get(recipe.model.generator, 0)
+    config = recipe.generator_config()
+    return config.blocks if config.architecture == "resnet" else 0
 
 
 def generator_weights(recipe: Recipe) -> int:

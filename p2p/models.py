@@ -49,6 +49,11 @@ class GeneratorConfig:
 ARCHITECTURES = ("unet", "resnet")
 
 
+def unet_widths(num_downs: int, ngf: int) -> list[int]:
+    """Output channels of the U-Net's encoder levels (the decoder mirrors them)."""
+    return [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (num_downs - 3)
+
+
 class UnetGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
         super().__init__()
@@ -58,7 +63,7 @@ class UnetGenerator(nn.Module):
             raise ValueError(f"num_downs must be at least 5, got {n}")
         # Batch norm has its own shift, so the convs before it carry no bias.
         bias = norm != "batch"
-        widths = [ngf, ngf * 2, ngf * 4] + [ngf * 8] * (n - 3)  # output channels of down[i]
+        widths = unet_widths(n, ngf)  # output channels of down[i]
 
         down = [_block(conv=nn.Conv2d(config.in_channels, widths[0], 4, 2, 1, bias=bias))]
         for i in range(1, n):
