@@ -207,7 +207,7 @@ def _card_facts(source: str, path: Path, state: dict[str, Any]) -> dict[str, Any
         data = facts["recipe"].get("data", {})
         facts["dataset"] = facts["dataset"] or Path(str(data.get("path", ""))).name or None
     if state.get("zoo_name"):
-        entry = next((e for e in zoo.ENTRIES if e.name == state["zoo_name"]), None)
+        entry = zoo.entry_named(state["zoo_name"])
         if entry is not None:
             facts.update(dataset=entry.dataset, task=entry.task,
                          license="apache-2.0" if entry.layout == "mmagic" else "bsd")

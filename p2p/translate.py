@@ -227,13 +227,15 @@ def _trained_on(state: dict) -> str | None:
     """The dataset a checkpoint records: its recipe's, its model folder's, or its zoo entry's."""
     recipe = state.get("recipe")
     if isinstance(recipe, dict) and isinstance(recipe.get("data"), dict):
-        return str(recipe["data"].get("path")) or None
+        path = recipe["data"].get("path")
+        return str(path) if path else None  # not the string "None"
     if state.get("dataset"):
         return str(state["dataset"])
     if state.get("zoo_name"):
         from p2p import zoo
 
-        return next((e.dataset for e in zoo.ENTRIES if e.name == state["zoo_name"]), None)
+        entry = zoo.entry_named(state["zoo_name"])
+        return entry.dataset if entry else None
     return None
 
 

@@ -123,11 +123,15 @@ def _unknown(name: str) -> P2PError:
     return P2PError(f"unknown zoo model {name!r}", hint)
 
 
+def entry_named(name: str) -> ZooEntry | None:
+    return next((entry for entry in ENTRIES if entry.name == name), None)
+
+
 def find_entry(name: str) -> ZooEntry:
-    for entry in ENTRIES:
-        if entry.name == name:
-            return entry
-    raise _unknown(name)
+    entry = entry_named(name)
+    if entry is None:
+        raise _unknown(name)
+    return entry
 
 
 def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
@@ -450,7 +454,7 @@ def import_file(file: str | os.PathLike, layout: str, name: str, *, direction: s
     if not NAME_PATTERN.fullmatch(name):
         raise P2PError(f"invalid zoo name {name!r}",
                        "use letters, digits, '.', '_' and '-', starting with a letter or digit")
-    if any(e.name == name for e in ENTRIES):
+    if entry_named(name) is not None:
         raise P2PError(f"{name!r} is a registry model",
                        f"use 'p2p zoo pull {name} --from FILE', or choose another name")
     if direction not in ("AtoB", "BtoA"):
