@@ -55,23 +55,22 @@ def fetch(name: str, *, root: Path | None = None, url: str | None = None,
     unless ``force``. One process at a time fetches a dataset (another one waits, then finds it
     complete); what killed fetches left is removed first.
     """
-    catalog.get(name)  # an unknown name is refused before anything is made
+    dataset = catalog.get(name)  # an unknown name is refused before anything is made
     target = catalog.dataset_dir(name, root)
     with catalog.preparing(target), writing(target):
-        return _fetch(name, root=root, url=url, archive=archive, force=force, progress=progress)
+        return _fetch(dataset, target, url=url, archive=archive, force=force, progress=progress)
 
 
-def _fetch(name: str, *, root: Path | None, url: str | None, archive: Path | None, force: bool,
-           progress: StageProgress | None) -> FetchResult:
-    dataset = catalog.get(name)
-    target = catalog.dataset_dir(name, root)
+def _fetch(dataset: catalog.Dataset, target: Path, *, url: str | None, archive: Path | None,
+           force: bool, progress: StageProgress | None) -> FetchResult:
+    """Under ``preparing(target)``, which made target's parent folder."""
+    name = dataset.name
     if not force and catalog.status(dataset, target) == "complete":
         return FetchResult(name, target, dict(dataset.splits), str(target), already_present=True)
     if dataset.archive is None:
         if url or archive:
             raise P2PError(f"'{name}' is generated locally; --url and --from do not apply")
         return FetchResult(name, target, catalog.generate_synthetic(target), "generated")
-    target.parent.mkdir(parents=True, exist_ok=True)
     downloaded = archive is None
     source = catalog.archive_url(dataset, url) if downloaded else str(archive)
     if downloaded:
