@@ -51,6 +51,20 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
 
 
+def images_by_name(folder: str | os.PathLike) -> dict[str, Path]:
+    """``list_images(folder)`` by relative path without extension, how files are matched across
+    folders (A/x.tif with B/x.png); two files that differ only in extension are refused."""
+    folder = Path(folder)
+    files: dict[str, Path] = {}
+    for path in list_images(folder):
+        name = path.relative_to(folder).with_suffix("").as_posix()
+        if name in files:
+            raise P2PError(f"{folder}: {files[name].relative_to(folder)} and "
+                           f"{path.relative_to(folder)} have the same name", "keep one of them")
+        files[name] = path
+    return files
+
+
 def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
     # Pillow clips I;16 to L instead of scaling; scale the full 16-bit range down instead.
     array = np.asarray(img, dtype=np.uint32)

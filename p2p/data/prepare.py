@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.images import list_images, open_image, save_image
+from p2p.images import images_by_name, list_images, open_image, save_image
 from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]
@@ -36,11 +36,6 @@ class Report:
     @property
     def total(self) -> int:
         return sum(self.written.values())
-
-
-def _key(path: Path, folder: Path) -> str:
-    """How files are matched across folders: the relative path without the extension."""
-    return path.relative_to(folder).with_suffix("").as_posix()
 
 
 def _output_name(path: Path, folder: Path, ext: str | None) -> Path:
@@ -67,17 +62,6 @@ def _check_outputs(outputs: list[Path], inputs: list[Path]) -> None:
                                f"{folder}", "choose an output folder apart from the inputs")
 
 
-def _index(folder: Path) -> dict[str, Path]:
-    files: dict[str, Path] = {}
-    for path in list_images(folder):
-        key = _key(path, folder)
-        if key in files:
-            raise P2PError(f"{folder}: {files[key].name} and {path.name} have the same name",
-                           "keep one file per name")
-        files[key] = path
-    return files
-
-
 def _to_height(img: Image.Image, height: int) -> Image.Image:
     if img.height == height:
         return img
@@ -99,7 +83,7 @@ def pair(a_dir: Path, b_dir: Path, out_dir: Path, *, height: int | None = None,
     if height is not None and height < 1:
         raise P2PError(f"--height must be at least 1, got {height}")
     _check_outputs([Path(out_dir)], [Path(a_dir), Path(b_dir)])
-    a_files, b_files = _index(Path(a_dir)), _index(Path(b_dir))
+    a_files, b_files = images_by_name(a_dir), images_by_name(b_dir)
     unmatched = [Skipped(a_files[k].relative_to(a_dir).as_posix(), f"no match in {b_dir}")
                  for k in sorted(a_files.keys() - b_files.keys())]
     unmatched += [Skipped(b_files[k].relative_to(b_dir).as_posix(), f"no match in {a_dir}")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p.errors import P2PError
-from p2p.images import list_images, read_raster
+from p2p.images import images_by_name, read_raster
 from p2p.metrics import THREADS
 
 WINDOW = 11
@@ -132,18 +132,6 @@ class FolderScores:
     only_fake: list[str]
 
 
-def _by_name(folder: Path) -> dict[str, Path]:
-    """``folder``'s images by relative path without extension; two files that differ only in
-    extension (x.png and x.jpg) are ambiguous."""
-    files: dict[str, Path] = {}
-    for path in list_images(folder):
-        name = path.relative_to(folder).with_suffix("").as_posix()
-        if name in files:
-            raise P2PError(f"{files[name]} and {path} have the same name", "keep one of them")
-        files[name] = path
-    return files
-
-
 def _pixels(path: Path) -> torch.Tensor:
     """(C, H, W) at the file's own depth (uint8, uint16 or float32)."""
     return torch.from_numpy(read_raster(path).pixels).permute(2, 0, 1)
@@ -167,7 +155,7 @@ def score_folders(real: str | os.PathLike, fake: str | os.PathLike,
                   progress: Callable[[int, int], None] | None = None) -> FolderScores:
     """L1, PSNR and SSIM of each fake image against the real image of the same name, averaged
     over the matched pairs; unmatched names are returned, not scored."""
-    real_files, fake_files = _by_name(Path(real)), _by_name(Path(fake))
+    real_files, fake_files = images_by_name(real), images_by_name(fake)
     names = sorted(real_files.keys() & fake_files.keys())
     if not names:
         raise P2PError(f"no image in {fake} has the name of an image in {real}",
