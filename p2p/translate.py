@@ -134,13 +134,18 @@ def _per_image_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for the block (repeatable dropout) and restore it afterwards."""
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed the RNG that dropout on ``device`` draws from for the block (repeatable dropout),
+    then restore it and touch no other device's; ``seed`` None leaves the RNG alone."""
     if seed is None:
         yield
         return
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            torch.cuda.default_generators[index].manual_seed(seed)
+        else:
+            torch.random.default_generator.manual_seed(seed)
         yield
 
 
@@ -408,7 +413,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     decode = functools.partial(_decode, model=model, options=options)
     # Tiled images are large: decode only the next one ahead.
     ahead = 1 if options.tile is not None else 2 * options.batch_size + THREADS
-    with _seeded(options.seed, model.device), reuse_freed_memory(model.device), \
+    with seeded(options.seed, model.device), reuse_freed_memory(model.device), \
             ThreadPoolExecutor(THREADS) as pool, \
             contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
         for item in decoded:

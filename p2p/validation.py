@@ -18,7 +18,6 @@ mode neither reads nor updates the running statistics, and the generator's train
 restored, so a run's weights are bit-identical with and without it (tests check this on CPU).
 """
 
-import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from p2p.errors import P2PError
 from p2p.images import denormalize
 from p2p.metrics import pairs
 from p2p.recipe import Recipe
-from p2p.translate import pad_to_multiple, run_generator
+from p2p.translate import pad_to_multiple, run_generator, seeded
 
 LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
 
@@ -130,7 +129,7 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
     dtype = str(dataset.dtypes[1]).removeprefix("torch.")
     low, high = dataset.ranges[1]
     data_range = pairs.DATA_RANGES.get(dataset.dtypes[1], high - low)
-    with _seeded(validator.seed, device):
+    with seeded(validator.seed, device):
         for index in range(len(dataset)):
             source, target = dataset[index]
             height, width = source.shape[-2:]
@@ -154,17 +153,3 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
         except P2PError:  # too few images for a defined FID: a gap in the curve, not a crash
             metrics["fid"] = float("nan")
     return metrics
-
-
-@contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the RNG that dropout on ``device`` draws from for the block, then restore it (and
-    touch no other device's)."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            torch.cuda.default_generators[index].manual_seed(seed)
-        else:
-            torch.random.default_generator.manual_seed(seed)
-        yield
-
