@@ -28,7 +28,6 @@ import torch
 from torch import nn
 
 from p2p.data.paired import PairedImages, to_float
-from p2p.data.preprocess import Preprocess
 from p2p.errors import P2PError
 from p2p.images import denormalize
 from p2p.metrics import pairs
@@ -75,7 +74,7 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
     training, when its weights cannot be found or downloaded) and the real statistics."""
     d, t = recipe.data, recipe.train
     split = validation_split(Path(root), t.val_split)
-    preprocess = test_preprocess(d.preprocessing())
+    preprocess = d.preprocessing().at_test_time()  # what translate would feed the model
     dataset = PairedImages(root, split, d.direction, preprocess.load_size, d.in_channels,
                            d.out_channels, d.cache_gb, d.workers, preprocess=preprocess,
                            stride=recipe.generator_stride(), ranges=d.side_ranges(),
@@ -99,17 +98,6 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
             validator.fid_network, Settings(device, workers=d.workers),
             key_items=_target_key_items(dataset))
     return validator
-
-
-def test_preprocess(training: Preprocess) -> Preprocess:
-    """The preprocessing that brings an image to translate's test-time size for a model trained
-    with ``training`` (``Preprocess.test_size``): resize_and_crop -> the crop size; the
-    scale_width modes -> the width scaled, rounded to the stride; crop and none as in training."""
-    if training.mode == "resize_and_crop":
-        return Preprocess("resize_and_crop", training.crop_size, training.crop_size)
-    if training.mode == "scale_width_and_crop":
-        return Preprocess("scale_width", training.load_size, training.crop_size)
-    return training
 
 
 def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:

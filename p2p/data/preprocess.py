@@ -71,17 +71,20 @@ class Preprocess:
                            f"{self.crop_size[0]}",
                            "lower data.crop_size, or use data.preprocess resize_and_crop")
 
+    def at_test_time(self) -> "Preprocess":
+        """The preprocessing that brings an image to a model's test-time size: resize_and_crop
+        -> the crop size; the scale_width modes -> the width scaled, rounded to the stride; crop
+        and none as in training."""
+        if self.mode == "resize_and_crop":
+            return Preprocess("resize_and_crop", self.crop_size, self.crop_size)
+        if self.mode == "scale_width_and_crop":
+            return Preprocess("scale_width", self.load_size, self.crop_size)
+        return self
+
     def test_size(self, size: Size, stride: int) -> Size | None:
         """The size translate resizes an input of ``size`` to; None: keep it (pad to the
         stride)."""
-        if self.mode == "resize_and_crop":
-            return self.crop_size
-        if self.mode == "crop":
-            return None
-        if self.mode == "none":
-            return round_to_stride(size, stride)
-        scaled = Preprocess("scale_width", self.load_size, self.crop_size)
-        return scaled.loaded_size(size, stride)
+        return None if self.mode == "crop" else self.at_test_time().loaded_size(size, stride)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "load_size": list(self.load_size),
