@@ -19,6 +19,10 @@ class P2PError(Exception):
         return " ".join(line.split())
 
 
+class ImageTooLarge(P2PError):
+    """An image declaring more pixels than p2p decodes (a server answers it with 413)."""
+
+
 class StoppedBeforeStart(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived before the training loop began: nothing was trained or saved.
 

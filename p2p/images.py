@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from p2p.errors import P2PError
+from p2p.errors import ImageTooLarge, P2PError
 from p2p.paths import write_bytes_atomic
 
 # What we read and write: extension -> Pillow format.
@@ -99,8 +99,8 @@ def _open_pil(source: Source, label: str) -> Image.Image:
     except UnidentifiedImageError:
         raise P2PError(f"{label}: not an image (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise P2PError(f"{label}: declared image size is too large ({exc})",
-                       "resize it below 16384x16384 first") from None
+        raise ImageTooLarge(f"{label}: declared image size is too large ({exc})",
+                            "resize it below 16384x16384 first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
@@ -123,7 +123,7 @@ def declared_size(data: bytes, name: str) -> tuple[int, int]:
     except UnidentifiedImageError:
         raise P2PError(f"{name}: not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
-        raise P2PError(f"{name}: declared image size is too large ({exc})") from None
+        raise ImageTooLarge(f"{name}: declared image size is too large ({exc})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise P2PError(f"{name}: corrupt or truncated image ({exc})") from None
 
@@ -247,8 +247,8 @@ def read_raster(source: Source, name: str | None = None) -> Raster:
             img = _open_pil(data if data is not None else source, label)
             return Raster(_pil_pixels(img, label), img.format or "PNG")
     if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
-        raise P2PError(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too large",
-                       "resize it below 16384x16384 first")
+        raise ImageTooLarge(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too "
+                            "large", "resize it below 16384x16384 first")
     return Raster(pixels, kind if kind != "PIL" else "PNG")
 
 
@@ -330,8 +330,8 @@ def _read_png16_color(data: bytes, label: str) -> np.ndarray:
     try:
         width, height, rows, info = png.Reader(bytes=data).asDirect()
         if width * height > MAX_PIXELS:
-            raise P2PError(f"{label}: image size {width}x{height} is too large",
-                           "resize it below 16384x16384 first")
+            raise ImageTooLarge(f"{label}: image size {width}x{height} is too large",
+                                "resize it below 16384x16384 first")
         pixels = np.vstack([np.asarray(row, np.uint16) for row in rows])
     except png.Error as exc:
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2p.errors import P2PError
+from p2p.errors import ImageTooLarge, P2PError
 
 MB = 1 << 20
 MODES = ("paper", "eval")
@@ -79,8 +79,10 @@ class Translator:
                                     f"{self.limits.max_bytes}")
         try:
             width, height = declared_size(data, name)
-        except P2PError as exc:  # a header declaring more than images.MAX_PIXELS: also 413
-            raise RequestError(413 if "too large" in exc.message else 400, str(exc)) from None
+        except ImageTooLarge as exc:  # a header declaring more than images.MAX_PIXELS
+            raise RequestError(413, str(exc)) from None
+        except P2PError as exc:
+            raise RequestError(400, str(exc)) from None
         if width * height > self.limits.max_pixels:
             raise RequestError(413, f"{name}: {width}x{height} pixels, over the limit of "
                                     f"{self.limits.max_pixels}")
