@@ -29,7 +29,7 @@ from torch import nn
 
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
-from p2p.images import denormalize
+from p2p.images import DEPTH_RANGES, denormalize
 from p2p.metrics import pairs
 from p2p.recipe import Recipe
 from p2p.translate import pad_to_multiple, run_generator, seeded
@@ -116,7 +116,8 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
         from p2p.metrics.protocol import rgb
     dtype = str(dataset.dtypes[1]).removeprefix("torch.")
     low, high = dataset.ranges[1]
-    data_range = pairs.DATA_RANGES.get(dataset.dtypes[1], high - low)
+    depth_low, depth_high = DEPTH_RANGES.get(dtype, (low, high))  # float data: data.range's
+    data_range = depth_high - depth_low
     with seeded(validator.seed, device):
         for index in range(len(dataset)):
             source, target = dataset[index]

@@ -25,22 +25,21 @@ import torch
 import torch.nn.functional as F
 
 from p2p.errors import P2PError
-from p2p.images import images_by_name, read_raster
+from p2p.images import DEPTH_RANGES, images_by_name, read_raster
 from p2p.metrics import THREADS
 
 WINDOW = 11
 SIGMA = 1.5
 K1, K2 = 0.01, 0.03
-# The full range of each integer image type: what "data range" means for a file's values.
-DATA_RANGES = {torch.uint8: 255.0, torch.uint16: 65535.0}
-
-
 def data_range_of(dtype: torch.dtype) -> float:
-    """The data range of decoded images of this dtype (255 for 8-bit, 65535 for 16-bit)."""
-    if dtype not in DATA_RANGES:
+    """The data range of decoded images of this dtype: its depth's full range (255 for 8-bit,
+    65535 for 16-bit), what "data range" means for a file's values."""
+    name = str(dtype).removeprefix("torch.")
+    if name not in DEPTH_RANGES:
         raise P2PError(f"images of type {dtype} have no known data range",
                        "expected 8-bit or 16-bit images")
-    return DATA_RANGES[dtype]
+    low, high = DEPTH_RANGES[name]
+    return high - low
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:
