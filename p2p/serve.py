@@ -224,29 +224,36 @@ def canvas_for(dataset: str | None, direction: str, size: int) -> Canvas:
 
 def example_inputs(dataset: str | None, direction: str, channels: int, folder: Path,
                    count: int = 6) -> list[Path]:
-    """The input halves of the first ``count`` pairs of the dataset's val split, when it is
-    here (a folder, or a dataset name under P2P_HOME); written into ``folder``."""
+    """The input sides of the first ``count`` pairs of the dataset's val split (A|B images or
+    A/ and B/ folders), when it is here (a folder, or a dataset name under P2P_HOME); written
+    into ``folder``."""
     from p2p.data.catalog import DATASETS, dataset_dir
-    from p2p.images import list_images, open_image, save_image
+    from p2p.data.paired import find_pairs
+    from p2p.images import open_image, save_image
 
     if not dataset:
         return []
     root = Path(dataset).expanduser()
     if not root.is_dir() and dataset in DATASETS:
         root = dataset_dir(dataset)
-    if not (root / "val").is_dir():
-        return []
+    try:
+        pairs = find_pairs(root, "val")[:count]
+    except P2PError:
+        return []  # no dataset or no val split here: a page without examples
     examples = []
-    for pair in list_images(root / "val")[:count]:
+    for a_file, b_file in pairs:
         try:
-            image = open_image(pair, channels)
+            if b_file is not None:
+                image = open_image(a_file if direction == "AtoB" else b_file, channels)
+            else:  # A|B side by side: the input half
+                image = open_image(a_file, channels)
+                half = image.width // 2
+                image = image.crop((0, 0, half, image.height) if direction == "AtoB" else
+                                   (half, 0, image.width, image.height))
         except P2PError:
             continue  # a bad file in someone's dataset is no reason to refuse to serve
-        half = image.width // 2
-        box = (0, 0, half, image.height) if direction == "AtoB" else \
-            (half, 0, image.width, image.height)
         target = folder / f"example_{len(examples)}.png"
-        save_image(image.crop(box), target)
+        save_image(image, target)
         examples.append(target)
     return examples
 

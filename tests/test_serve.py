@@ -266,6 +266,16 @@ def test_examples_are_the_input_halves_of_val(folders, tmp_path):
     assert serve.example_inputs("facades", "BtoA", 3, tmp_path) == []  # not fetched here
 
 
+def test_examples_from_a_and_b_folders_are_whole_images(tmp_path):
+    for side, colour in (("A", (255, 0, 0)), ("B", (0, 0, 255))):
+        (tmp_path / "data" / "val" / side).mkdir(parents=True)
+        Image.new("RGB", (40, 24), colour).save(tmp_path / "data" / "val" / side / "x.png")
+    examples = serve.example_inputs(str(tmp_path / "data"), "BtoA", 3, tmp_path / "out")
+    assert len(examples) == 1
+    with Image.open(examples[0]) as img:
+        assert img.size == (40, 24) and img.getpixel((5, 5)) == (0, 0, 255)
+
+
 # ---- the command ---------------------------------------------------------------------------
 
 def test_help_imports_no_web_stack():
