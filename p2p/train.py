@@ -391,6 +391,18 @@ def load_dataset(recipe: Recipe, data_root: Path,
     return dataset
 
 
+def preflight(recipe: Recipe, device: torch.device, processes: int, data_root: Path) -> None:
+    """Refuse, before anything is loaded or written, a recipe that this device, these processes
+    or this dataset cannot train: a batch that does not split over the processes, train.amp
+    true without native bf16, networks and a batch beyond the free memory, validation without a
+    split to validate on. The CLI calls it before decoding the data; ``train`` again."""
+    distributed.check(recipe, processes, device.type)
+    half = training_dtype(recipe, device) is not None
+    footprint.check_fits(recipe, device, processes, half)
+    if recipe.train.val_every:
+        validation.validation_split(data_root, recipe.train.val_split)
+
+
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
           on_log: Callable[[dict], None] | None = None,
           on_sample: Callable[[int, torch.Tensor], None] | None = None,
@@ -404,9 +416,7 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
-    distributed.check(recipe, world.size, device.type)
-    half = training_dtype(recipe, device) is not None  # also refuses amp: true without bf16
-    footprint.check_fits(recipe, device, world.size, half)
+    preflight(recipe, device, world.size, dataset.root)
     # Signals are taken from here on: one during start-up stops before the loop, unsaved.
     with (stop_on_signals() as stop, distributed.process_group(world, device),
           reuse_freed_memory(device)):

@@ -207,3 +207,11 @@ def test_amp_true_without_native_bf16_is_refused_before_anything_is_written(
     line = r.stderr.strip().splitlines()[-1]
     assert line.startswith("error: train.amp: true asks for bf16") and "train.amp: auto" in line
     assert not run.exists()
+
+
+def test_a_recipe_the_dataset_cannot_validate_is_refused_before_loading_it(cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", tiny(2), "--out", run, "--set", "train.val_every=1")
+    assert r.exit_code == 2, r.stderr
+    assert "no val/ or test/ split folder" in r.stderr.strip().splitlines()[-1]
+    assert "loading data" not in r.stderr and not run.exists()

@@ -76,8 +76,8 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
         held.enter_context(run_lock.hold(run_dir))
     # Refuse what the processes would refuse before they start (under --nproc: said once).
     device = pick_device(recipe.train.device, "train.device")
-    distributed.check(recipe, max(nproc, world.size), device.type)
     data_root = resolve_dataset(recipe.data.path)
+    core.preflight(recipe, device, max(nproc, world.size), data_root)
     if nproc > 1:
         if resume is None:
             core.check_new_run(run_dir)
