@@ -27,6 +27,14 @@ def info(message: str) -> None:
     stderr.print(message, markup=False, soft_wrap=True)
 
 
+def info_lines(lines: list[str], shown: int, overflow_prefix: str = "") -> None:
+    """The first ``shown`` of ``lines``, then one "... and N more" line for the rest."""
+    for line in lines[:shown]:
+        info(line)
+    if len(lines) > shown:
+        info(f"{overflow_prefix}... and {len(lines) - shown} more")
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None,
                  unit: str = "items") -> Iterator[Callable[..., None]]:

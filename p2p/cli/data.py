@@ -127,10 +127,8 @@ def _finish(verb: str, report: "prepare.Report", as_json: bool) -> None:
     if as_json:
         print(json.dumps({"written": report.written,
                           "skipped": [asdict(s) for s in report.skipped]}, indent=1))
-    for skipped in report.skipped[:SHOWN]:
-        console.info(f"skipped {skipped.name}: {skipped.reason}")
-    if len(report.skipped) > SHOWN:
-        console.info(f"skipped ... and {len(report.skipped) - SHOWN} more")
+    console.info_lines([f"skipped {s.name}: {s.reason}" for s in report.skipped], SHOWN,
+                       "skipped ")
     where = ", ".join(f"{n} -> {folder}" for folder, n in report.written.items())
     console.info(f"{verb} {report.total} file(s): {where}; {len(report.skipped)} skipped")
     if report.skipped:

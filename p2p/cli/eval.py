@@ -156,10 +156,7 @@ def pairs_command(
         _print(values, False, "pairs")
     unmatched = ([f"only in {real}: {name}" for name in result.only_real]
                  + [f"only in {fake}: {name}" for name in result.only_fake])
-    for line in unmatched[:SHOWN]:
-        console.info(line)
-    if len(unmatched) > SHOWN:
-        console.info(f"... and {len(unmatched) - SHOWN} more")
+    console.info_lines(unmatched, SHOWN)
     if unmatched:
         console.info(f"{len(unmatched)} unmatched name(s) left out; {result.n} pair(s) scored")
         raise typer.Exit(1)

@@ -133,7 +133,4 @@ def translate(
 
 
 def _list(label: str, lines: list[str]) -> None:
-    for line in lines[:SHOWN]:
-        console.info(f"{label}: {line}")
-    if len(lines) > SHOWN:
-        console.info(f"{label}: ... and {len(lines) - SHOWN} more")
+    console.info_lines([f"{label}: {line}" for line in lines], SHOWN, f"{label}: ")
