@@ -180,6 +180,8 @@ def _format_for(path: str | os.PathLike) -> str:
 def encode_image(img: Image.Image | torch.Tensor, fmt: str = "PNG") -> bytes:
     if isinstance(img, torch.Tensor):
         img = tensor_to_pil(img)
+    if fmt == "NPY":  # Pillow does not write .npy
+        return encode_raster(np.asarray(img).reshape(img.height, img.width, -1), fmt)
     buffer = io.BytesIO()
     options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": PNG_COMPRESS_LEVEL}}.get(fmt, {})
     img.save(buffer, format=fmt, **options)

@@ -50,7 +50,6 @@ from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError
 from p2p.images import (
     DEPTH_RANGES,
-    FORMATS,
     IMAGE_EXTENSIONS,
     can_hold,
     check_writable,
@@ -599,11 +598,7 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
             image = _side_by_side(panels)
         if item.job.target is None:
             return encode_image(image, "PNG")
-        if FORMATS[item.job.target.suffix.lower()] == "NPY":  # Pillow does not write .npy
-            pixels = np.asarray(image).reshape(image.height, image.width, -1)
-            save_raster(pixels, item.job.target)
-        else:
-            save_image(image, item.job.target)
+        save_image(image, item.job.target)
         return None
     output = resize_pixels(output, tuple(item.input.shape[1:]))
     if options.side_by_side:
