@@ -529,6 +529,15 @@ def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
     return (image.height, image.width) if isinstance(image, Image.Image) else image.shape[:2]
 
 
+def split_halves(image: Image.Image | np.ndarray) -> tuple[Image.Image | np.ndarray, ...]:
+    """The left and right halves of an A|B side-by-side image (split at width // 2)."""
+    height, width = image_size(image)
+    half = width // 2
+    if isinstance(image, Image.Image):
+        return image.crop((0, 0, half, height)), image.crop((half, 0, width, height))
+    return image[:, :half], image[:, half:]
+
+
 def resize_pixels(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
     """Bicubic resize of (C, H, W) to ``size`` (height, width), keeping the dtype (integers are
     rounded and clamped to their depth). ``antialias`` widens the kernel when shrinking, as

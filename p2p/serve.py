@@ -229,7 +229,7 @@ def example_inputs(dataset: str | None, direction: str, channels: int, folder: P
     into ``folder``."""
     from p2p.data.catalog import DATASETS, dataset_dir
     from p2p.data.paired import find_pairs
-    from p2p.images import open_image, save_image
+    from p2p.images import open_image, save_image, split_halves
 
     if not dataset:
         return []
@@ -246,10 +246,7 @@ def example_inputs(dataset: str | None, direction: str, channels: int, folder: P
             if b_file is not None:
                 image = open_image(a_file if direction == "AtoB" else b_file, channels)
             else:  # A|B side by side: the input half
-                image = open_image(a_file, channels)
-                half = image.width // 2
-                image = image.crop((0, 0, half, image.height) if direction == "AtoB" else
-                                   (half, 0, image.width, image.height))
+                image = split_halves(open_image(a_file, channels))[direction != "AtoB"]
         except P2PError:
             continue  # a bad file in someone's dataset is no reason to refuse to serve
         target = folder / f"example_{len(examples)}.png"

@@ -66,6 +66,7 @@ from p2p.images import (
     resize_pixels,
     save_image,
     save_raster,
+    split_halves,
     tensor_to_pil,
     to_channels,
 )
@@ -554,14 +555,10 @@ def _read(job: Job, model: Model, options: TranslateOptions):
     image = decode_image(job.source, job.name)
     if not options.paired:
         return to_channels(image, model.in_channels, job.name, hint), None
-    height, width = image_size(image)
+    width = image_size(image)[1]
     if width < 2:
         raise P2PError(f"{job.name}: {width} pixel wide, not an A|B pair")
-    if isinstance(image, Image.Image):
-        left = image.crop((0, 0, width // 2, height))
-        right = image.crop((width // 2, 0, width, height))
-    else:
-        left, right = image[:, :width // 2], image[:, width // 2:]
+    left, right = split_halves(image)
     source, target = (left, right) if model.direction == "AtoB" else (right, left)
     return (to_channels(source, model.in_channels, job.name, hint),
             to_channels(target, model.out_channels, job.name, hint))

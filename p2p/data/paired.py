@@ -36,6 +36,7 @@ from p2p.images import (
     normalize,
     pil_to_tensor,
     resize_pixels,
+    split_halves,
     to_channels,
 )
 
@@ -99,14 +100,11 @@ def read_pair(a_path: Path, b_path: Path | None) -> tuple[Decoded, Decoded]:
     if b_path is not None:
         return decode_image(a_path), decode_image(b_path)
     ab = decode_image(a_path)
-    height, width = image_size(ab)
+    width = image_size(ab)[1]
     if width % 2:
         raise P2PError(f"{a_path}: width {width} is odd, so it is not an A|B side-by-side pair",
                        "aligned images are two equal halves; use A/ and B/ folders otherwise")
-    half = width // 2
-    if isinstance(ab, Image.Image):
-        return ab.crop((0, 0, half, height)), ab.crop((half, 0, width, height))
-    return ab[:, :half], ab[:, half:]
+    return split_halves(ab)
 
 
 def _to_tensor(image: Decoded, size: Size, antialias: bool) -> torch.Tensor:
