@@ -486,17 +486,6 @@ def read_8bit_image(source: Source, name: str | None = None) -> torch.Tensor:
                    "to 8-bit RGB images only", "convert the images to 8-bit RGB to score them")
 
 
-def _head(source: Source) -> bytes:
-    """The first bytes of a file (enough for a PNG header); empty when unreadable."""
-    if isinstance(source, bytes):
-        return source[:32]
-    try:
-        with open(source, "rb") as f:
-            return f.read(32)
-    except OSError:
-        return b""  # the reader reports it, naming the file
-
-
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
@@ -504,13 +493,12 @@ def decode_image(source: Source, name: str | None = None) -> Image.Image | np.nd
     """Decode for training and translation: an 8-bit image Pillow reads stays a PIL image (its
     converting and resizing are the fast path); anything else is its (H, W, C) array."""
     label = _label(source, name)
-    kind = _kind(source)
-    suffix = "" if isinstance(source, bytes) else Path(source).suffix.lower()
-    if kind == "PIL" and not ((isinstance(source, bytes) or suffix == ".png")
-                              and _is_16bit_color_png(_head(source))):
+    if not isinstance(source, bytes) and Path(source).suffix.lower() == ".png":
+        source = _read_bytes(source, label)  # read once: its header says which reader decodes it
+    if _kind(source) == "PIL" and not (isinstance(source, bytes) and _is_16bit_color_png(source)):
         img = _open_pil(source, label)
         return img if img.mode not in _HIGH_DEPTH_MODES else _pil_pixels(img, label)
-    return read_raster(source, name).pixels
+    return read_raster(source, label).pixels
 
 
 def to_channels(image: Image.Image | np.ndarray, channels: int, label: str,
