@@ -126,12 +126,18 @@ def _write_members(archive: Path, members: Iterator[Member], into: Path,
             progress(done, total)
 
 
+def replaced_copy_pattern(name: str) -> re.Pattern:
+    """The names ``replace_directory`` gives the copy of folder ``name`` that it replaces (left
+    behind when a process dies between its two renames)."""
+    return re.compile(re.escape(f".{name}.") + r"old-[0-9a-f]{8}")
+
+
 def replace_directory(source: Path, dest: Path) -> None:
     """Move the folder ``source`` to ``dest``, replacing what is there only once ``source`` is."""
     if not dest.exists():
         os.replace(source, dest)
         return
-    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
+    old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")  # replaced_copy_pattern
     os.replace(dest, old)
     try:
         os.replace(source, dest)

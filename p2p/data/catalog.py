@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p.archive import replace_directory
+from p2p.archive import replace_directory, replaced_copy_pattern
 from p2p.data import synthetic
 from p2p.errors import P2PError
 from p2p.paths import datasets_dir, write_bytes_atomic, writing
@@ -160,8 +160,7 @@ def generate_synthetic(target: Path) -> dict[str, int]:
 def _leftover_names(name: str) -> tuple[re.Pattern, re.Pattern]:
     """The hidden folders a dataset's preparation makes beside it: work folders (tempfile's
     names: 8 characters of [a-z0-9_]) and a replaced copy (archive.replace_directory)."""
-    stem = re.escape(f".{name}.")
-    return re.compile(stem + r"[a-z0-9_]{8}"), re.compile(stem + r"old-[0-9a-f]{8}")
+    return re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}"), replaced_copy_pattern(name)
 
 
 @contextlib.contextmanager
