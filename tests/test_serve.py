@@ -74,12 +74,10 @@ def web_stack() -> None:
 
 
 @contextlib.contextmanager
-def running(app):
-    """``app`` served by uvicorn in a thread on a free port of 127.0.0.1."""
-    import uvicorn
-
+def running(app, limits: serve.Limits = serve.Limits()):
+    """``app`` served as ``p2p serve`` serves it, in a thread on a free port of 127.0.0.1."""
     sock = serve.bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = serve.server(app, limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

@@ -24,7 +24,22 @@ def serve(
     max_pixels: Annotated[int, typer.Option(
         "--max-pixels", min=1, help="Largest width x height accepted (413 above).")] = 4096 * 4096,
     queue: Annotated[int, typer.Option(
-        "--queue", min=1, help="Requests waiting or running at once; more get 503.")] = 32,
+        "--queue", min=1, max=10_000,
+        help="Requests reading their upload, waiting or running at once; more get 503 before "
+        "their upload is read.")] = 32,
+    max_connections: Annotated[int, typer.Option(
+        "--max-connections", min=1, max=100_000,
+        help="Open connections at once; more are answered 503 and closed.")] = 128,
+    header_timeout: Annotated[float, typer.Option(
+        "--header-timeout", min=0.1, max=3600,
+        help="Seconds a client has to send a request's headers.")] = 10,
+    body_timeout: Annotated[float, typer.Option(
+        "--body-timeout", min=0.1, max=3600,
+        help="Seconds a client has to send a request's body.")] = 60,
+    max_upload_storage_mb: Annotated[float, typer.Option(
+        "--max-upload-storage-mb", min=1,
+        help="The page's uploads and outputs on disk in all; the oldest go first, and each is "
+        "deleted after 10 minutes.")] = 512,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Serve a model: a web page to upload or draw an image, and POST /api/translate."""
@@ -43,7 +58,9 @@ def serve(
     with contextlib.ExitStack() as bars:
         download = console.lazy_bar(bars, f"downloading {task}", "bytes")
         model = translate.load_model(checkpoint, task, device, download_progress=download)
-    limits = core.Limits(int(max_upload_mb * core.MB), max_pixels, queue)
+    limits = core.Limits(int(max_upload_mb * core.MB), max_pixels, queue, max_connections,
+                         header_timeout, body_timeout, int(max_upload_storage_mb * core.MB))
+    core.check_open_files(limits)
     translator = core.Translator(model, limits)
     with core.assets_folder() as assets, contextlib.closing(translator):
         app = core.create_app(translator, assets, title=f"p2p: {task or checkpoint}")
@@ -56,7 +73,7 @@ def serve(
         # SIGTERM end like Ctrl-C (exit 130) instead of killing the process.
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            core.run(app, sock)
+            core.run(app, limits, sock)
         except KeyboardInterrupt:
             console.info("stopped")
             raise typer.Exit(130) from None
