@@ -37,6 +37,7 @@ from p2p.errors import ImageTooLarge, P2PError
 MB = 1 << 20
 MODES = ("paper", "eval")
 SEEDS = range(0, 2**63)  # what torch's generators take as a seed, kept non-negative
+BAD_SEED = f"the seed must be a whole number from 0 to {SEEDS.stop - 1}"
 
 # The CMP facade labels as the pix2pix facades images draw them (a jet colour map over the 12
 # classes, in the CMP order), read off the label halves of ../shared/data/facades: the centres of
@@ -142,7 +143,7 @@ def check_options(mode: str, seed: int | None) -> None:
     if mode not in MODES:
         raise RequestError(400, f"unknown mode {mode!r}; use paper or eval")
     if seed is not None and seed not in SEEDS:
-        raise RequestError(400, f"seed {seed} is out of range; use 0 to {SEEDS.stop - 1}")
+        raise RequestError(400, BAD_SEED)
 
 
 # ---- the HTTP app ----------------------------------------------------------------------------
@@ -475,36 +476,40 @@ def build_page(translator: Translator, assets: Path, title: str):
 
     uploads = (assets / "uploads").resolve()
 
+    def page_error(message: str) -> Exception:
+        # Shown on the page; a user's mistake, so no traceback in the server's log.
+        return gr.Error(message, print_exception=False)
+
     def read_upload(path: str) -> bytes:
         # Gradio hands over only files uploaded to this page (create_app); a path outside the
         # upload folder is refused here too, and the message names no server path.
         real = Path(path).resolve()
         if not real.is_relative_to(uploads) or not real.is_file():
-            raise gr.Error("not an upload of this page; upload the image again")
+            raise page_error("not an upload of this page; upload the image again")
         if real.stat().st_size > translator.limits.max_bytes:
-            raise gr.Error(f"upload over the limit of {translator.limits.max_bytes} bytes")
+            raise page_error(f"upload over the limit of {translator.limits.max_bytes} bytes")
         return real.read_bytes()
 
     async def run(data: bytes, mode: str, seed: float | None):
         try:
-            if seed is not None and not math.isfinite(seed):
-                raise RequestError(400, "the seed must be a whole number")
+            if seed is not None and not math.isfinite(seed):  # the page's number field
+                raise RequestError(400, BAD_SEED)
             with translator.slot():
                 png = await translator.translate(data, "image", mode,
                                                  None if seed is None else int(seed))
         except RequestError as exc:
-            raise gr.Error(str(exc)) from None
+            raise page_error(str(exc)) from None
         return open_image(png, model.out_channels)
 
     async def from_upload(path: str | None, mode: str, seed: float | None):
         if not path:
-            raise gr.Error("upload an image first")
+            raise page_error("upload an image first")
         return await run(read_upload(path), mode, seed)
 
     async def from_sketch(value: dict | None, mode: str, seed: float | None):
         composite = (value or {}).get("composite")
         if not composite:
-            raise gr.Error("draw something first")
+            raise page_error("draw something first")
         return await run(read_upload(composite), mode, seed)
 
     trained_on = f" trained on {Path(model.dataset).name}" if model.dataset else ""

@@ -268,10 +268,11 @@ def rss_mb(pid: int) -> float:
 
 
 @pytest.mark.slow
-def test_thirty_stalled_uploads_stay_within_the_queue_bound(tmp_path):
+def test_a_real_process_under_stalled_uploads_and_probes(tmp_path):
     """30 clients each announce a 15 MB upload, send most of it and stall. With --queue 2 the
     server reads at most 2 bodies (2 x 15 MB, the documented queue x --max-upload-mb bound);
-    the others are refused before their bodies; the body timeout then closes the two."""
+    the others are refused before their bodies; the body timeout then closes the two. User
+    errors before that (EPS bytes, a huge seed, a server path) leave no traceback in its log."""
     web_stack()
     checkpoint = make_checkpoint(tmp_path / "tiny.pt", make_dataset(tmp_path / "data"))
     process = subprocess.Popen(
@@ -285,6 +286,14 @@ def test_thirty_stalled_uploads_stay_within_the_queue_bound(tmp_path):
         url = match.group(1)
         for _ in range(3):  # warm: the first requests load lazily imported code
             requests.post(f"{url}/api/translate", data=png(16, 16), timeout=120)
+        # User errors the log must not show as tracebacks (checked at the end).
+        eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+        assert requests.post(f"{url}/api/translate", data=eps, timeout=60).status_code == 400
+        assert requests.post(f"{url}/api/translate?seed={2**70}", data=png(8, 8),
+                             timeout=60).status_code == 400
+        assert call(url, "translate", [file_data("/etc/passwd"), "eval", 0])[0] == 400
+        path = upload(url, png(8, 8)).json()[0]
+        assert "event: error" in call(url, "translate", [file_data(path), "paper", 1e300])[1]
         before = rss_mb(process.pid)
         body = os.urandom(14 * 1024 * 1024)
         peak = before
