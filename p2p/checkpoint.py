@@ -10,9 +10,11 @@ recipe. Zoo entries are generator-only checkpoints. Loading always uses ``weight
 a checkpoint is data.
 """
 
+import math
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ import torch
 from torch import nn
 
 from p2p import safe_pickle
-from p2p.data.preprocess import as_size
-from p2p.errors import P2PError
-from p2p.models import GeneratorConfig, build_generator
+from p2p.data.preprocess import Preprocess, as_size
+from p2p.errors import P2PError, shown
+from p2p.models import GeneratorConfig, build_generator, state_shapes
 from p2p.paths import atomic_file, link_atomic
 
 FORMAT = "p2p-checkpoint/1"
@@ -59,7 +61,7 @@ def generator_state(generator: nn.Module, direction: str, image_size: int | tupl
 
 def image_size_of(state: dict) -> tuple[int, int]:
     """The (height, width) a checkpoint's generator was trained at."""
-    return as_size(state["image_size"])
+    return as_size(state["image_size"], "image_size")
 
 
 def preprocess_of(state: dict) -> dict:
@@ -199,7 +201,12 @@ def load_weights_only(path: str | os.PathLike, map_location: str | torch.device 
     ``p2p.safe_pickle`` (tensors on the CPU) instead; functions are still refused.
     """
     try:
+        if safe_pickle.is_zip_format(path):
+            with zipfile.ZipFile(path) as archive:
+                safe_pickle.check_records(archive)  # before torch.load allocates any record
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except safe_pickle.RefusedRecord as exc:
+        raise _unreadable(path, str(exc)) from None
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None:
@@ -239,13 +246,19 @@ def _refused(path: str | os.PathLike, name: str) -> P2PError:
                     "only load checkpoints from sources you trust, converted by p2p")
 
 
-def _unreadable(path: str | os.PathLike) -> P2PError:
-    return P2PError(f"{path}: not a readable checkpoint (corrupt, truncated or not a PyTorch "
-                    "file)", "check its size and checksum, or download it again")
+def _unreadable(path: str | os.PathLike, reason: str = "corrupt, truncated or not a PyTorch "
+                "file") -> P2PError:
+    return P2PError(f"{path}: not a readable checkpoint ({reason})",
+                    "check its size and checksum, or download it again")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict of a checkpoint file, run directory or model folder (see resolve)."""
+    from p2p import hub
+
     path = resolve(path)
+    if hub.is_model_folder(path):
+        return hub.load_state(path, map_location)
     state = load_weights_only(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise P2PError(f"{path}: not a p2p checkpoint",
@@ -253,47 +266,141 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Build the generator stored in a checkpoint; returns (generator, checkpoint dict)."""
+def weights_file(path: Path) -> Path:
+    """The file holding the tensors of a resolved checkpoint: itself, or a model folder's."""
     from p2p import hub
 
+    return path / hub.WEIGHTS if hub.is_model_folder(path) else path
+
+
+def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Build the generator stored in a checkpoint; returns (generator, checkpoint dict)."""
     path = resolve(path)
-    state = (hub.load_state(path, map_location) if hub.is_model_folder(path)
-             else load_checkpoint(path, map_location))
-    missing = [k for k in ("generator_config", "generator", "direction", "image_size")
-               if k not in state]
-    if missing:
-        raise P2PError(f"{resolve(path)}: incomplete p2p checkpoint (no {', '.join(missing)})",
-                       "save it again with p2p, or import published weights with p2p zoo import")
+    state = load_checkpoint(path, map_location)
+    config = check_generator(state, path)
+    generator = build_generator(config)
     try:
-        generator = build_generator(GeneratorConfig(**state["generator_config"]))
         generator.load_state_dict(state["generator"])
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except RuntimeError as exc:  # shapes agree: a dtype that does not convert, say
         first_line = str(exc).strip().splitlines()[0]
-        raise P2PError(f"{resolve(path)}: the generator in this checkpoint does not load "
+        raise P2PError(f"{path}: the generator in this checkpoint does not load "
                        f"({first_line})") from None
     return generator, state
+
+
+# ---- checks of what a checkpoint or model folder records, before anything is built -----------
+
+DIRECTIONS = ("AtoB", "BtoA")
+DTYPES = ("uint8", "uint16", "float32")  # of the files a generator reads and writes (images.py)
+
+
+def check_generator(state: dict, origin: str | os.PathLike,
+                    shapes: dict[str, tuple[int, ...]] | None = None) -> GeneratorConfig:
+    """The generator config of a checkpoint dict, once every recorded fact checks out: the
+    config's fields, the direction, the training size, preprocessing and normalization (each
+    one's type and range), and the names and shapes of the tensors (``state["generator"]``, or
+    ``shapes`` as a model folder's header gives them before they are read) against those the
+    config gives (computed without memory). Files are untrusted: a P2PError names the first
+    that does not, before anything is built."""
+    required = ["generator_config", "direction", "image_size"]
+    if shapes is None:
+        required.append("generator")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise P2PError(f"{origin}: incomplete p2p checkpoint (no {', '.join(missing)})",
+                       "save it again with p2p, or import published weights with p2p zoo import")
+    try:
+        config = GeneratorConfig.from_dict(state["generator_config"])
+        if state["direction"] not in DIRECTIONS:
+            raise P2PError(f"direction must be one of {', '.join(DIRECTIONS)}, got "
+                           f"{shown(state['direction'])}")
+        image_size_of(state)
+        Preprocess.from_dict(preprocess_of(state))
+        _check_normalization(normalization_of(state))
+    except P2PError as exc:
+        raise P2PError(f"{origin}: {exc.message}",
+                       "it was not written by p2p, or was edited since") from None
+    if shapes is None:
+        shapes = tensor_shapes(state["generator"], origin)
+    problem = _shape_problem(state_shapes(config), shapes, "its generator_config")
+    if problem:
+        raise P2PError(f"{origin}: the generator in this checkpoint does not load ({problem})")
+    return config
+
+
+def _check_normalization(normalization: Any) -> None:
+    sides = normalization if isinstance(normalization, dict) else {}
+    for side in ("source", "target"):
+        entry = sides.get(side)
+        if not (isinstance(entry, dict) and entry.get("dtype") in DTYPES
+                and type(entry.get("explicit")) is bool and _is_range(entry.get("range"))):
+            raise P2PError(f"normalization.{side} is {{dtype: {' or '.join(DTYPES)}, range: "
+                           f"[low, high] with low < high, explicit: true or false}}, got "
+                           f"{shown(entry)}")
+
+
+def _is_range(value: Any) -> bool:
+    """[low, high] of numbers, low < high and high - low finite: [-1, 1] is it scaled by that."""
+    if not (isinstance(value, list) and len(value) == 2
+            and all(type(v) in (int, float) for v in value)):
+        return False
+    low, high = value
+    return low < high and math.isfinite(high - low)
+
+
+def tensor_shapes(tensors: Any, origin: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """The shapes of a generator's tensors as a loaded file holds them, once they are what a
+    generator's state_dict is: named by text, dense tensors holding their values (not sparse,
+    not meta), needing no more bytes than their storages hold. A pickle can make tensors that
+    overlap (stride 0: a 1-element storage read as a 4096x4096 tensor); a generator built for
+    their shapes would take far more memory than the file."""
+    if not isinstance(tensors, dict) or not tensors:
+        raise P2PError(f"{origin}: holds no generator weights")
+    storages = {}
+    for name, tensor in tensors.items():
+        if not isinstance(name, str):
+            raise P2PError(f"{origin}: a tensor is named {shown(name)}, not by text",
+                           "is it a generator checkpoint?")
+        if not isinstance(tensor, torch.Tensor):
+            raise P2PError(f"{origin}: {name!r} is not a tensor", "is it a generator checkpoint?")
+        if tensor.layout != torch.strided or tensor.is_meta:
+            kind = "meta" if tensor.is_meta else str(tensor.layout).removeprefix("torch.")
+            raise P2PError(f"{origin}: {name!r} is a {kind} tensor, not a dense one holding "
+                           "its values", "is it a generator checkpoint?")
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    if needed > sum(storages.values()):
+        raise P2PError(f"{origin}: its tensors overlap: they would need {needed} bytes, the "
+                       f"file holds {sum(storages.values())}", "is it a generator checkpoint?")
+    return {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+
+
+def _shape_problem(expected: dict[str, torch.Size], shapes: dict[str, tuple[int, ...]],
+                   ours: str) -> str | None:
+    """The first difference between the names and shapes a generator has (``ours``) and the
+    ones a file holds, or None."""
+    missing = [k for k in expected if k not in shapes]
+    unexpected = [k for k in shapes if k not in expected]
+    if missing or unexpected:
+        first = (f"no tensor {missing[0]!r} there" if missing
+                 else f"tensor {unexpected[0]!r} there is not in {ours}")
+        return f"{first} ({len(missing)} missing, {len(unexpected)} unexpected)"
+    for name, shape in expected.items():
+        if tuple(shapes[name]) != tuple(shape):
+            return (f"tensor {name!r} has shape {tuple(shapes[name])} there but {tuple(shape)} "
+                    f"in {ours}")
+    return None
 
 
 def load_generator_weights(generator: torch.nn.Module, tensors: Any, origin: str) -> None:
     """Load ``tensors`` into ``generator`` strictly: the same names, every one used, the same
     shapes; the error names the first tensor that differs."""
-    if not isinstance(tensors, dict):
-        raise P2PError(f"{origin}: holds no generator weights")
-    own = generator.state_dict()
-    hint = ("the recipe's model must match the checkpoint's generator: num_downs, ngf, norm, "
-            "in_channels and out_channels")
-    missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
-    if missing or unexpected:
-        first = (f"no tensor {missing[0]!r} there" if missing
-                 else f"tensor {unexpected[0]!r} there is not in this recipe's generator")
-        raise P2PError(f"{origin}: not the same generator: {first} ({len(missing)} missing, "
-                       f"{len(unexpected)} unexpected)", hint)
-    for name, tensor in own.items():
-        theirs = tensors[name]
-        if not isinstance(theirs, torch.Tensor) or theirs.shape != tensor.shape:
-            shape = tuple(theirs.shape) if isinstance(theirs, torch.Tensor) else type(theirs)
-            raise P2PError(f"{origin}: tensor {name!r} has shape {shape} there but "
-                           f"{tuple(tensor.shape)} in this recipe's generator", hint)
+    shapes = tensor_shapes(tensors, origin)
+    problem = _shape_problem({k: v.shape for k, v in generator.state_dict().items()}, shapes,
+                             "this recipe's generator")
+    if problem:
+        raise P2PError(f"{origin}: not the same generator: {problem}",
+                       "the recipe's model must match the checkpoint's generator: num_downs, ngf, "
+                       "norm, in_channels and out_channels")
     generator.load_state_dict(tensors, strict=True)

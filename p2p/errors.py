@@ -1,4 +1,8 @@
-"""The exception for failures a user can cause and fix, and the one for a stop before training."""
+"""The exception for failures a user can cause and fix, and the one for a stop before training;
+``shown`` quotes a value in such a message."""
+
+import reprlib
+from typing import Any
 
 
 class P2PError(Exception):
@@ -28,3 +32,18 @@ class StoppedBeforeStart(KeyboardInterrupt):
 
     ``str()`` is the signal's name. The CLI says so and exits with 130.
     """
+
+
+SHOWN_CHARS = 60  # of a value quoted in a message: messages stay one short line
+_reprs = reprlib.Repr()
+_reprs.maxlevel, _reprs.maxstring, _reprs.maxother = 2, SHOWN_CHARS, SHOWN_CHARS
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a message, cut to about SHOWN_CHARS characters (reprlib stops early,
+    so a huge value costs little)."""
+    try:
+        text = _reprs.repr(value)
+    except ValueError:  # an int too long for str() (Python's 4300-digit limit)
+        text = f"<a {value.bit_length()}-bit number>" if isinstance(value, int) else "<value>"
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"

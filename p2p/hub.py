@@ -25,6 +25,7 @@ from typing import Any
 
 from p2p import __version__
 from p2p.errors import P2PError
+from p2p.paths import writing
 
 PREFIX = "hf:"
 FORMAT = "p2p-hf/1"
@@ -80,11 +81,21 @@ def download(reference: str) -> Path:
 
 # ---- read ----------------------------------------------------------------------------------
 
+MAX_CONFIG_BYTES = 1 << 20  # a config is about 1 KB
+
+
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
     path = Path(folder) / CONFIG
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise P2PError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB, not a p2p model "
+                           "config")
+        config = json.loads(data)
+    # ValueError: not UTF-8, not JSON, or an integer of thousands of digits; RecursionError:
+    # nested thousands deep.
+    except (OSError, ValueError, RecursionError) as exc:
         raise P2PError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise P2PError(f"{path}: not a p2p model config (format {FORMAT!r} expected)",
@@ -93,23 +104,30 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_state(folder: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
-    """A model folder as a generator-only checkpoint dict (what ``load_generator`` builds from)."""
-    from safetensors import SafetensorError
+    """A model folder as a generator-only checkpoint dict (what ``load_generator`` builds from).
+
+    The config and the tensors' shapes in the safetensors header are checked against each other
+    (``checkpoint.check_generator``) before any tensor is read."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from p2p import checkpoint
 
     config = read_config(folder)
+    known = ("generator_config", "direction", "image_size", "preprocess", "normalization",
+             "dataset", "task", "source", "iteration")
+    state = {"format": checkpoint.FORMAT, **{key: config[key] for key in known if key in config}}
     weights = Path(folder) / WEIGHTS
     try:
+        with safe_open(weights, framework="pt") as file:
+            names = file.keys()  # safe_open is not iterable
+            shapes = {key: tuple(file.get_slice(key).get_shape()) for key in names}
+        checkpoint.check_generator(state, folder, shapes)
         tensors = load_file(weights, device=str(map_location))
     except (SafetensorError, OSError) as exc:
         raise P2PError(f"{weights}: not a readable safetensors file ({exc})",
                        "the file may be truncated or corrupt") from None
-    known = ("generator_config", "direction", "image_size", "preprocess", "normalization",
-             "dataset", "task", "source", "iteration")
-    return {"format": checkpoint.FORMAT, "generator": tensors,
-            **{key: config[key] for key in known if key in config}}
+    return {**state, "generator": tensors}
 
 
 # ---- write ---------------------------------------------------------------------------------
@@ -122,9 +140,10 @@ def export_folder(source: str, out: str | os.PathLike, progress=None) -> Path:
     the source's) and only then renamed into place. An existing
     ``out`` is replaced only if it is empty or a p2p model folder. Returns the folder.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from p2p import checkpoint, zoo
+    from p2p.archive import replace_directory
 
     out = Path(out)
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_ours(out))):
@@ -145,23 +164,25 @@ def export_folder(source: str, out: str | os.PathLike, progress=None) -> Path:
               "test_time_mode": "paper",
               **{key: card[key] for key in ("dataset", "task", "iteration") if card.get(key)},
               "source": card["source"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
+    # Serialized here and written by Python, not by save_file: safetensors writes through a
+    # private (0600) temporary file of its own, and its errors lose the OSError that names why.
+    weights = save(tensors, metadata={"format": "pt"})
     work = out.parent / f".{out.name}.{secrets.token_hex(8)}.tmp"
-    work.mkdir()
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in generator.state_dict().items()}
-        save_file(tensors, str(work / WEIGHTS), metadata={"format": "pt"})
-        (work / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        if card["sample"] is not None:
-            shutil.copyfile(card["sample"], work / SAMPLE)
-        (work / CARD).write_text(model_card(out.name, config, card))
-        if not _same_tensors(generator, checkpoint.load_generator(work)[0]):
-            raise P2PError("the exported model differs from the source; nothing was written",
-                           "this is a bug in p2p; please report it")
-        from p2p.archive import replace_directory
-
-        work.chmod(0o755)
-        replace_directory(work, out)
+        with writing(out):  # a full disk, a read-only folder, a path under a file: one line
+            out.parent.mkdir(parents=True, exist_ok=True)
+            work.mkdir()
+            (work / WEIGHTS).write_bytes(weights)
+            (work / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+            if card["sample"] is not None:
+                shutil.copyfile(card["sample"], work / SAMPLE)
+            (work / CARD).write_text(model_card(out.name, config, card))
+            if not _same_tensors(generator, checkpoint.load_generator(work)[0]):
+                raise P2PError("the exported model differs from the source; nothing was written",
+                               "this is a bug in p2p; please report it")
+            work.chmod(0o755)
+            replace_directory(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

@@ -10,14 +10,28 @@ two ``up`` blocks, then ``head``. ``build_generator`` builds either from a ``Gen
 """
 
 import contextlib
+import functools
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
+from p2p.errors import P2PError, shown
+
 NORMS = ("batch", "instance", "none")
+ARCHITECTURES = ("unet", "resnet")
+# The generators p2p builds, from a recipe, a checkpoint, a model folder or a published file.
+# U-Nets of 5 (unet_32) to 9 (unet_512) levels. The published networks use ngf = 64; at 1024 a
+# unet_256 alone has ~14 billion parameters (~220 GB for its fp32 weights, gradients and Adam
+# state), beyond any single GPU or ordinary machine, so a wider one is a slip. The published
+# ResNets have 6 and 9 blocks. The bounds also keep building one on the meta device, to read its
+# shapes, quick.
+UNET_DEPTHS = range(5, 10)
+MAX_WIDTH = 1024  # ngf, ndf and channel counts
+MAX_BLOCKS = 64
+_KINDS = {int: "an integer", str: "text", bool: "true or false"}
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
@@ -45,8 +59,38 @@ class GeneratorConfig:
     architecture: str = "unet"  # or "resnet"; checkpoints saved before ResNets hold no key: unet
     blocks: int = 9  # resnet: residual blocks (6 = resnet_6blocks, 9 = resnet_9blocks)
 
+    @classmethod
+    def from_dict(cls, values: dict) -> "GeneratorConfig":
+        """A config as checkpoints and model folders record it (``asdict``), checked."""
+        names = [f.name for f in fields(cls)]
+        if not (isinstance(values, dict) and set(values) <= set(names)):
+            raise P2PError(f"generator_config is a mapping of {', '.join(names)}, got "
+                           f"{shown(values)}")
+        return cls(**values).checked()
 
-ARCHITECTURES = ("unet", "resnet")
+    def checked(self) -> "GeneratorConfig":
+        """This config, if every field has its type and lies within the bounds above; else a
+        P2PError. Configs read from files are checked before anything is built from them."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if type(value) is not type(f.default):  # bool is no int here, nor 8.0 an int
+                raise P2PError(f"generator_config.{f.name} must be "
+                               f"{_KINDS[type(f.default)]}, got {shown(value)}")
+        choices = {"norm": (self.norm, NORMS), "architecture": (self.architecture, ARCHITECTURES)}
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise P2PError(f"generator_config.{name} must be one of {', '.join(allowed)}, "
+                               f"got {shown(value)}")
+        depth = ("num_downs", self.num_downs, UNET_DEPTHS.start, UNET_DEPTHS.stop - 1)
+        ranges = [("in_channels", self.in_channels, 1, MAX_WIDTH),
+                  ("out_channels", self.out_channels, 1, MAX_WIDTH),
+                  ("ngf", self.ngf, 1, MAX_WIDTH),
+                  depth if self.architecture == "unet" else ("blocks", self.blocks, 1, MAX_BLOCKS)]
+        for name, value, low, high in ranges:
+            if not low <= value <= high:
+                raise P2PError(f"generator_config.{name} must be between {low} and {high}, got "
+                               f"{shown(value)}")
+        return self
 
 
 def unet_widths(num_downs: int, ngf: int) -> list[int]:
@@ -162,6 +206,14 @@ def build_generator(config: GeneratorConfig) -> nn.Module:
         return ResnetGenerator(config)
     raise ValueError(f"unknown generator architecture {config.architecture!r}; "
                      f"expected one of {ARCHITECTURES}")
+
+
+@functools.lru_cache(maxsize=8)
+def state_shapes(config: GeneratorConfig) -> dict[str, torch.Size]:
+    """The names and shapes of the state_dict of the generator ``config`` describes, built on
+    the meta device: no memory, no init cost (a few ms, once per config: the dict is shared)."""
+    with torch.device("meta"):
+        return {name: value.shape for name, value in build_generator(config).state_dict().items()}
 
 
 def input_multiple(config: GeneratorConfig) -> int:

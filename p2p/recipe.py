@@ -9,7 +9,6 @@ import dataclasses
 import difflib
 import math
 import os
-import reprlib
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -19,8 +18,15 @@ from typing import Any, Literal
 import yaml
 
 from p2p.data.preprocess import MODES, Preprocess, as_size
-from p2p.errors import P2PError
-from p2p.models import DiscriminatorConfig, GeneratorConfig, input_multiple
+from p2p.errors import SHOWN_CHARS, P2PError, shown
+from p2p.limits import MAX_COUNT, MAX_WORKERS
+from p2p.models import (
+    MAX_WIDTH,
+    UNET_DEPTHS,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    input_multiple,
+)
 
 RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}  # model.generator -> residual blocks
 
@@ -68,9 +74,10 @@ class ModelConfig:
     ndf: int = 64
     d_layers: int = 3  # 3 = the 70x70 PatchGAN, 1 = 16x16, 0 = pixel GAN
     d_norm: Literal["batch", "instance", "none"] = "batch"
-    # Fine-tuning: start the generator from these weights (a zoo name, a p2p checkpoint, or a run
-    # directory, optionally RUN_DIR@best / @latest / @ITERATION) instead of the random init; the
-    # discriminator and optimizers start fresh. "" = train from scratch.
+    # Fine-tuning: start the generator from these weights (a zoo name, a p2p checkpoint, a run
+    # directory, optionally RUN_DIR@best / @latest / @ITERATION, a model folder or
+    # hf:OWNER/NAME[@REVISION]) instead of the random init; the discriminator and optimizers
+    # start fresh. "" = train from scratch.
     init_from: str = ""
     # unet: num_downs levels; resnet_Nblocks: the official ResNet (num_downs is not used)
     generator: Literal["unet", "resnet_6blocks", "resnet_9blocks"] = "unet"
@@ -138,21 +145,6 @@ class Recipe:
 def _suggest(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key[:SHOWN_CHARS], valid, n=1, cutoff=0.5)
     return f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(valid)}"
-
-
-SHOWN_CHARS = 60  # of a value quoted in a message: messages stay one short line
-_reprs = reprlib.Repr()
-_reprs.maxlevel, _reprs.maxstring, _reprs.maxother = 2, SHOWN_CHARS, SHOWN_CHARS
-
-
-def shown(value: Any) -> str:
-    """``repr(value)`` for a message, cut to about SHOWN_CHARS characters (reprlib stops early,
-    so a huge value costs little)."""
-    try:
-        text = _reprs.repr(value)
-    except ValueError:  # an int too long for str() (Python's 4300-digit limit)
-        text = f"<a {value.bit_length()}-bit number>" if isinstance(value, int) else "<value>"
-    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
 
 
 def _describe(kind: Any) -> str:
@@ -228,26 +220,16 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 
 # Upper bounds that no sensible recipe reaches; above them a value can only be a slip, and
-# refusing it here keeps the memory estimate and torch's seeds within 64-bit integers.
-MAX_COUNT = 2**31 - 1  # iterations, intervals, batch size: 2 billion iterations is years
-MAX_SIZE = 16384  # images.MAX_PIXELS is 16384^2: larger images are refused when read anyway
-# The published networks use ngf = ndf = 64. At 1024 a unet_256 generator alone has ~14 billion
-# parameters: ~220 GB for its fp32 weights, gradients and Adam state, beyond any single GPU or
-# ordinary machine, so wider is a typo. Below it, whether a width fits the machine at hand is
-# for the memory check before training (p2p.footprint).
-MAX_WIDTH = 1024
-MAX_WORKERS = 1024  # decoding threads; more than any machine's cores
-MAX_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
+# refusing it here keeps the memory estimate and torch's seeds within 64-bit integers. Sizes,
+# counts and workers (p2p.limits) and widths (models.MAX_WIDTH) are bounded as everywhere
+# else; below those, whether a width fits the machine at hand is for the memory check
+# before training (p2p.footprint).
+MAX_TRAIN_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
 
 
 def _validate_data(d: DataConfig, stride: int) -> None:
-    for key in ("load_size", "crop_size"):
-        value = getattr(d, key)
-        if isinstance(value, list) and len(value) != 2:
-            raise P2PError(f"recipe: data.{key} is one number or [height, width], "
-                           f"got {shown(value)}")
-        if min(as_size(value)) <= 0:
-            raise P2PError(f"recipe: data.{key} must be positive, got {shown(value)}")
+    for key in ("load_size", "crop_size"):  # their type, length, sign and limits
+        as_size(getattr(d, key), f"recipe: data.{key}")
     for key in ("in_channels", "out_channels"):
         if getattr(d, key) < 1:
             raise P2PError(f"recipe: data.{key} must be at least 1, got {getattr(d, key)}")
@@ -260,7 +242,9 @@ def _validate_data(d: DataConfig, stride: int) -> None:
         raise P2PError(f"recipe: data.crop_size ({shown(d.crop_size)}) is larger than "
                        f"data.load_size "
                        f"({shown(d.load_size)})", "crop_size must be <= load_size")
-    if crop[0] % stride or crop[1] % stride:
+    # Only the crop modes give the generator crops; none and scale_width round each image's
+    # sides to the stride themselves (crop_size is then only scale_width's least height).
+    if d.preprocessing().crops and (crop[0] % stride or crop[1] % stride):
         raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
                        f"{stride}, the generator's stride (2^model.num_downs for the U-Net, 4 "
                        "for a ResNet)", "use crop_size 256 with num_downs 8, or 128 with 7"
@@ -284,13 +268,12 @@ def _validate(recipe: Recipe) -> Recipe:
     for key, value in positive.items():
         if value <= 0:
             raise P2PError(f"recipe: {key} must be positive, got {shown(value)}")
-    if m.generator == "unet" and not 5 <= m.num_downs <= 9:
-        raise P2PError(f"recipe: model.num_downs must be between 5 and 9, got {shown(m.num_downs)}")
+    if m.generator == "unet" and m.num_downs not in UNET_DEPTHS:
+        raise P2PError(f"recipe: model.num_downs must be between {UNET_DEPTHS.start} and "
+                       f"{UNET_DEPTHS.stop - 1}, got {shown(m.num_downs)}")
     _validate_data(d, recipe.generator_stride())
     width_hint = "the published runs use 64"
-    at_most = {"data.load_size": (max(as_size(d.load_size)), MAX_SIZE, None),
-               "data.crop_size": (max(as_size(d.crop_size)), MAX_SIZE, None),
-               "data.in_channels": (d.in_channels, MAX_WIDTH, None),
+    at_most = {"data.in_channels": (d.in_channels, MAX_WIDTH, None),
                "data.out_channels": (d.out_channels, MAX_WIDTH, None),
                "data.batch_size": (d.batch_size, MAX_COUNT, None),
                "data.workers": (d.workers, MAX_WORKERS, None),
@@ -329,9 +312,9 @@ def _validate(recipe: Recipe) -> Recipe:
     if not (math.isfinite(t.lambda_l1) and t.lambda_l1 >= 0):
         raise P2PError(f"recipe: train.lambda_l1 must be a finite number >= 0, got "
                        f"{t.lambda_l1}", "the published runs use 100")
-    if not -MAX_SEED <= t.seed <= MAX_SEED:
-        raise P2PError(f"recipe: train.seed must be between -{MAX_SEED} and {MAX_SEED}, "
-                       f"got {shown(t.seed)}")
+    if not -MAX_TRAIN_SEED <= t.seed <= MAX_TRAIN_SEED:
+        raise P2PError(f"recipe: train.seed must be between -{MAX_TRAIN_SEED} and "
+                       f"{MAX_TRAIN_SEED}, got {shown(t.seed)}")
     for key, text in (("name", recipe.name), ("data.path", d.path), ("data.split", d.split),
                       ("train.device", t.device)):
         if "\0" in text or len(text) > 4096:

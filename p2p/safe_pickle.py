@@ -36,6 +36,10 @@ class RefusedGlobal(pickle.UnpicklingError):
         self.name = name
 
 
+class RefusedRecord(pickle.UnpicklingError):
+    """A record of the zip archive is not stored as torch.save stores it (see check_records)."""
+
+
 class Placeholder:
     """An object of a class that was not loaded: the class's ``module`` and ``name``, and what the
     pickle gave it (constructor ``args``/``kwargs``, ``state``, ``items`` and ``elements``)."""
@@ -188,13 +192,35 @@ def is_zip_format(path: str | os.PathLike) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
+def check_records(archive: zipfile.ZipFile) -> None:
+    """Refuse (``RefusedRecord``) a zip-format ``torch.save`` file whose records are not stored
+    as torch.save stores them: uncompressed, with one size in the zip directory, within the file.
+
+    Loading allocates each record's size from the directory and inflates it before anything
+    checks it: a deflated record of zeros is a thousand times its size on disk (a 1 MB file, 1 GB
+    in memory). torch.save never compresses, so refusing compressed records loses nothing, and
+    then what loading allocates is bounded by the file's own size: no cap beyond it is needed.
+    """
+    left = os.fstat(archive.fp.fileno()).st_size
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise RefusedRecord(f"its record {info.filename} is compressed, which torch.save "
+                                "never does")
+        left -= info.file_size
+        if info.file_size != info.compress_size or left < 0:
+            raise RefusedRecord(f"its zip directory gives record {info.filename} a size that "
+                                "the file does not hold")
+
+
 def load(path: str | os.PathLike) -> Any:
     """The object saved in a zip-format ``torch.save`` file, tensors on the CPU.
 
-    Raises ``RefusedGlobal`` for a pickle that names a function or a refused class, and
+    Raises ``RefusedGlobal`` for a pickle that names a function or a refused class,
+    ``RefusedRecord`` for records stored otherwise than by torch.save, and
     ``pickle.UnpicklingError``, ``zipfile.BadZipFile``, ``KeyError``... for a corrupt file.
     """
     with zipfile.ZipFile(path) as archive:
+        check_records(archive)
         names = archive.namelist()
         if not names:
             raise zipfile.BadZipFile("empty archive")
@@ -204,10 +230,12 @@ def load(path: str | os.PathLike) -> Any:
             byteorder = archive.read(f"{prefix}/byteorder").decode("ascii", "replace")
 
         def read_storage(key: str, dtype: torch.dtype, numel: int) -> torch.storage.TypedStorage:
-            data = archive.read(f"{prefix}/data/{key}")
-            if len(data) != numel * dtype.itemsize:
-                raise pickle.UnpicklingError(f"storage {key}: {len(data)} bytes, expected "
+            name = f"{prefix}/data/{key}"
+            size = archive.getinfo(name).file_size  # checked before anything is read
+            if size != numel * dtype.itemsize:
+                raise pickle.UnpicklingError(f"storage {key}: {size} bytes, expected "
                                              f"{numel * dtype.itemsize}")
+            data = archive.read(name)
             storage = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8)
             if byteorder != sys.byteorder:
                 storage.byteswap(dtype)

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from p2p.errors import ImageTooLarge, P2PError
+from p2p.limits import MAX_SEED
 
 MB = 1 << 20
 MODES = ("paper", "eval")
-SEEDS = range(0, 2**63)  # what torch's generators take as a seed, kept non-negative
+SEEDS = range(MAX_SEED + 1)
 BAD_SEED = f"the seed must be a whole number from 0 to {SEEDS.stop - 1}"
 
 # The CMP facade labels as the pix2pix facades images draw them (a jet colour map over the 12
@@ -96,7 +97,7 @@ class Translator:
                                     f"{self.limits.max_bytes}")
         try:
             width, height = declared_size(data, name)
-        except ImageTooLarge as exc:  # a header declaring more than images.MAX_PIXELS
+        except ImageTooLarge as exc:  # a header declaring more than limits.MAX_PIXELS
             raise RequestError(413, str(exc)) from None
         except P2PError as exc:
             raise RequestError(400, str(exc)) from None

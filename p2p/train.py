@@ -314,11 +314,11 @@ def init_generator(generator: torch.nn.Module, source: str, world: distributed.W
             except P2PError as exc:
                 raise P2PError(f"model.init_from: {exc.message}", exc.hint) from None
         distributed.barrier(world)
-    state = ckpt.load_checkpoint(path)
+    state = ckpt.load_checkpoint(path)  # a checkpoint file or a model folder
     ckpt.load_generator_weights(generator, state.get("generator"), f"model.init_from {path}")
     # Only rank 0 writes and logs this record: the others need not read the file again.
     return {"init_from": source, "path": str(path.resolve()),
-            "sha256": sha256_file(path) if world.is_main else None,
+            "sha256": sha256_file(ckpt.weights_file(path)) if world.is_main else None,
             "source_iteration": state.get("iteration")}
 
 

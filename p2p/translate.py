@@ -74,7 +74,6 @@ from p2p.memory import reuse_freed_memory
 from p2p.models import input_multiple
 from p2p.tiling import check_tiling, default_overlap, translate_tiled
 
-DIRECTIONS = ("AtoB", "BtoA")
 STDIN_NAME = "<stdin>"
 # Pillow and torch release the GIL, so a few threads keep decoding and encoding off the critical
 # path; more only compete with torch's own threads for the cores.
@@ -218,10 +217,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = N
                        "--checkpoint PATH or --task NAME")
     path = zoo_checkpoint(task, download_progress) if task is not None else checkpoint
     target = pick_device(device)
-    generator, state = load_generator(path, map_location=target)
-    if state.get("direction") not in DIRECTIONS:
-        raise P2PError(f"{path}: unknown direction {state.get('direction')!r}",
-                       f"expected one of {', '.join(DIRECTIONS)}")
+    generator, state = load_generator(path, map_location=target)  # every recorded fact checked
     generator.to(target, memory_format=torch.channels_last)
     return Model(generator, state["direction"], image_size_of(state), target,
                  Preprocess.from_dict(preprocess_of(state)), normalization_of(state),
@@ -476,12 +472,12 @@ def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2P
         return exc  # returned, not raised: the caller decides whether to stop, in input order
 
 
-def _model_size(model: Model, options: TranslateOptions,
-                size: tuple[int, int]) -> tuple[int, int] | None:
+def _model_size(model: Model, options: TranslateOptions, size: tuple[int, int],
+                label: str) -> tuple[int, int] | None:
     """The size the model sees an input of ``size`` at; None: its own, padded."""
     if options.keep_size or options.tile is not None:
         return None
-    return model.preprocess.test_size(size, model.multiple)
+    return model.preprocess.test_size(size, model.multiple, label)
 
 
 def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image.Image,
@@ -489,7 +485,7 @@ def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image
     if options.tile is not None:  # own size, kept in uint8: tiles are cut and scaled one by one
         tensor = pil_to_tensor(image)
         return _Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
-    size = _model_size(model, options, (image.height, image.width))
+    size = _model_size(model, options, (image.height, image.width), job.name)
     resized = image if size is None or size == (image.height, image.width) else image.resize(
         (size[1], size[0]), Image.Resampling.BICUBIC)
     tensor = pil_to_tensor(resized).float().div_(127.5).sub_(1)
@@ -513,7 +509,7 @@ def _decode_any(job: Job, model: Model, options: TranslateOptions,
     other = None if target is None else _normalized(target, model, "target", job.name)
     if options.tile is not None:  # own size: tiling pads only the tiles that need it
         return _Decoded(job, x, other, x, tuple(x.shape[1:]))
-    size = _model_size(model, options, tuple(x.shape[1:]))
+    size = _model_size(model, options, tuple(x.shape[1:]), job.name)
     resized = x if size is None else resize_pixels(x, size)
     return _Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
                     tuple(resized.shape[1:]))

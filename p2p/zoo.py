@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from p2p import checkpoint
+from p2p.data.preprocess import as_size
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
-from p2p.models import GeneratorConfig, build_generator
+from p2p.models import GeneratorConfig, build_generator, state_shapes
 from p2p.paths import write_bytes_atomic, zoo_dir
 
 LAYOUTS = ("official", "mmagic")
@@ -187,10 +188,8 @@ def published_names(config: GeneratorConfig, layout: str) -> dict[str, str]:
         paths = _official_resnet_paths(config.blocks, config.dropout)
     else:
         paths = _module_paths(layout, config.num_downs)
-    with torch.device("meta"):  # names and shapes only: no memory, no init cost
-        ours = build_generator(config).state_dict()
     names = {}
-    for key in ours:
+    for key in state_shapes(config):
         layer, param = key.rsplit(".", 1)
         names[key] = f"{paths[layer]}.{param}"
     return names
@@ -206,7 +205,9 @@ def generator_tensors(raw: Any, layout: str, origin: str,
         if not isinstance(state, dict):
             raise P2PError(f"{origin}: not an mmagic checkpoint (no state_dict)",
                            "try --format official")
-        domains = sorted({k.split(".")[1] for k in state if k.startswith("generators.")})
+        # Keys that are not text cannot be a generator's; the rest of the file is not read.
+        domains = sorted({k.split(".")[1] for k in state
+                          if isinstance(k, str) and k.startswith("generators.")})
         if domain is not None and domain not in domains:
             raise P2PError(f"{origin}: no generator for domain {domain!r} in this mmagic "
                            f"checkpoint (found: {', '.join(domains) or 'none'})",
@@ -218,15 +219,14 @@ def generator_tensors(raw: Any, layout: str, origin: str,
                                "try --format official" if not domains else None)
             domain = domains[0]
         prefix = f"generators.{domain}."
-        tensors = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        tensors = {k[len(prefix):]: v for k, v in state.items()
+                   if isinstance(k, str) and k.startswith(prefix)}
     else:
         if not isinstance(raw, dict):
             raise P2PError(f"{origin}: not an official generator state_dict",
                            "try --format mmagic")
         tensors = dict(raw)
-    bad = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise P2PError(f"{origin}: {bad[0]!r} is not a tensor", "is it a generator checkpoint?")
+    checkpoint.tensor_shapes(tensors, origin)  # named by text, dense, not overlapping
     return tensors
 
 
@@ -335,13 +335,15 @@ def _sample(keys: list[str]) -> str:
 def convert(tensors: dict[str, torch.Tensor], layout: str, origin: str, *, bgr: bool = False,
             dropout: bool = True) -> nn.Module:
     """Our generator holding exactly the published generator's weights (RGB in and out)."""
-    config = infer_config(tensors, layout, origin, dropout)
+    try:  # within the bounds of what p2p builds, before it is built (or even sized)
+        config = infer_config(tensors, layout, origin, dropout).checked()
+    except P2PError as exc:
+        raise P2PError(f"{origin}: {exc.message}", "is it a pix2pix generator?") from None
     if config.architecture == "resnet":
         tensors = _without_instance_norm_statistics(tensors, config)
     kind = "ResNet" if config.architecture == "resnet" else "U-Net"
     names = published_names(config, layout)
-    generator = build_generator(config)
-    ours = generator.state_dict()
+    ours = state_shapes(config)  # the shapes are compared before the generator is built
     missing = [theirs for key, theirs in names.items() if theirs not in tensors
                and not key.endswith("num_batches_tracked")]
     unused = sorted(set(tensors) - set(names.values()))
@@ -351,19 +353,17 @@ def convert(tensors: dict[str, torch.Tensor], layout: str, origin: str, *, bgr: 
                            missing and f"{len(missing)} missing ({_sample(missing)})",
                            unused and f"{len(unused)} unexpected ({_sample(unused)})"])),
                        f"is it a pix2pix {kind} generator? check --format")
-    state = {}
     for key, theirs in names.items():
-        if theirs not in tensors:  # num_batches_tracked of a pre-0.4.1 file: keep ours (0)
-            state[key] = ours[key]
-            continue
-        value = tensors[theirs]
-        if value.shape != ours[key].shape:
+        if theirs in tensors and tensors[theirs].shape != ours[key]:
             size = (f"{config.blocks} blocks" if kind == "ResNet"
                     else f"{config.num_downs} levels")
-            raise P2PError(f"{origin}: {theirs} has shape {tuple(value.shape)}, expected "
-                           f"{tuple(ours[key].shape)} for a {kind} with {size} "
+            raise P2PError(f"{origin}: {theirs} has shape {tuple(tensors[theirs].shape)}, "
+                           f"expected {tuple(ours[key])} for a {kind} with {size} "
                            f"and {config.ngf} base channels", "is the file complete?")
-        state[key] = value
+    generator = build_generator(config)
+    own = generator.state_dict()
+    # num_batches_tracked of a pre-0.4.1 file is missing: the generator's own (0) stays.
+    state = {key: tensors.get(theirs, own[key]) for key, theirs in names.items()}
     if bgr:
         state = _bgr_to_rgb(state, config, origin)
     generator.load_state_dict(state)
@@ -457,8 +457,9 @@ def import_file(file: str | os.PathLike, layout: str, name: str, *, direction: s
     if entry_named(name) is not None:
         raise P2PError(f"{name!r} is a registry model",
                        f"use 'p2p zoo pull {name} --from FILE', or choose another name")
-    if direction not in ("AtoB", "BtoA"):
+    if direction not in checkpoint.DIRECTIONS:
         raise P2PError(f"invalid direction {direction!r}", "use AtoB or BtoA")
+    as_size(image_size, "--image-size")  # refused now, not when the model is used
     file = Path(file)
     if not file.is_file():
         raise P2PError(f"{file}: no such file")
@@ -511,7 +512,7 @@ def _imported_listing(name: str) -> Listing:
     source = state.get("source") if isinstance(state, dict) else None
     layout = source.get("layout") if isinstance(source, dict) else None
     direction = state.get("direction") if isinstance(state, dict) else None
-    if layout not in LAYOUTS or direction not in ("AtoB", "BtoA"):
+    if layout not in LAYOUTS or direction not in checkpoint.DIRECTIONS:
         return Listing(name, "unreadable", "-", "imported", None, False, size,
                        f"{path}: not a checkpoint written by 'p2p zoo import'")
     return Listing(name, f"imported ({layout})", direction, "imported", None, True, size,

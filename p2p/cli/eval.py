@@ -13,6 +13,7 @@ from rich.table import Table
 
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.limits import MAX_COUNT, MAX_SEED, MAX_WORKERS
 from p2p.metrics import GENERATOR_BATCH, INCEPTION_BATCH, SPLITS, THREADS
 
 # The networks (p2p.metrics.fid, ...) are imported inside the commands, so `p2p --help` and
@@ -32,10 +33,10 @@ WeightsOption = Annotated[Path | None, typer.Option(
     "$P2P_HOME/weights/, downloaded there (sha256-verified) when missing.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 BatchOption = Annotated[int, typer.Option(
-    "--batch-size", "-b", min=1, help="Images per Inception forward pass (results do not "
-    "depend on it).")]
+    "--batch-size", "-b", min=1, max=MAX_COUNT, help="Images per Inception forward pass "
+    "(results do not depend on it).")]
 WorkersOption = Annotated[int, typer.Option(
-    "--workers", min=1, help="Decoding threads.")]
+    "--workers", min=1, max=MAX_WORKERS, help="Decoding threads.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 
 
@@ -94,8 +95,9 @@ def fid_command(
 @app.command("is")
 def is_command(
     fake: Annotated[Path, typer.Argument(help="A folder of generated images.")],
-    splits: Annotated[int, typer.Option("--splits", min=1, help="Groups the images are split "
-                                        "into (N // splits images each).")] = SPLITS,
+    splits: Annotated[int, typer.Option(
+        "--splits", min=1, max=MAX_COUNT, help="Groups the images are split into (N // splits "
+        "images each).")] = SPLITS,
     weights: WeightsOption = None,
     batch_size: BatchOption = INCEPTION_BATCH,
     workers: WorkersOption = THREADS,
@@ -180,11 +182,13 @@ def run_command(
         "--weights", help="A folder holding both Inception weights files. Default: "
         "$P2P_HOME/weights/, downloaded there (sha256-verified) when missing.")] = None,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", "-b", min=1, help="Generator batch; training-mode batch norm uses each "
-        "batch's statistics, so this changes the outputs (the table: 4).")
+        "--batch-size", "-b", min=1, max=MAX_COUNT, help="Generator batch; training-mode "
+        "batch norm uses each batch's statistics, so this changes the outputs (the table: 4).")
     ] = GENERATOR_BATCH,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the dropout noise.")] = 0,
-    splits: Annotated[int, typer.Option("--splits", min=1, help="IS groups.")] = SPLITS,
+    seed: Annotated[int, typer.Option(
+        "--seed", min=0, max=MAX_SEED, help="Seed of the dropout noise.")] = 0,
+    splits: Annotated[int, typer.Option(
+        "--splits", min=1, max=MAX_COUNT, help="IS groups.")] = SPLITS,
     workers: WorkersOption = THREADS,
     device: DeviceOption = "auto",
     as_json: JsonOption = False,

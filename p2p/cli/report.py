@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from p2p.cli import console
+from p2p.limits import MAX_COUNT
 
 
 def report(
@@ -12,7 +13,8 @@ def report(
                                    "p2p train (still running, finished or interrupted)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="The HTML file to write "
                                     "(default: RUN_DIR/report.html)."),
-    max_samples: int | None = typer.Option(None, "--max-samples", min=1, show_default=False,
+    max_samples: int | None = typer.Option(None, "--max-samples", min=1, max=MAX_COUNT,
+                                           show_default=False,
                                            help="Sample grids shown over time, evenly spaced "
                                            "(default: 12)."),
 ) -> None:

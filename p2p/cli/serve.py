@@ -9,6 +9,7 @@ import typer
 from p2p.cli import console
 from p2p.cli.translate import CheckpointOption, TaskOption
 from p2p.errors import P2PError
+from p2p.limits import MAX_PIXELS
 
 
 def serve(
@@ -22,7 +23,8 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(
         "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above).")] = 20,
     max_pixels: Annotated[int, typer.Option(
-        "--max-pixels", min=1, help="Largest width x height accepted (413 above).")] = 4096 * 4096,
+        "--max-pixels", min=1, max=MAX_PIXELS,
+        help="Largest width x height accepted (413 above).")] = 4096 * 4096,
     queue: Annotated[int, typer.Option(
         "--queue", min=1, max=10_000,
         help="Requests reading their upload, waiting or running at once; more get 503 before "

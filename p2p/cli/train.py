@@ -10,6 +10,7 @@ import typer
 
 from p2p.cli import console
 from p2p.errors import P2PError, StoppedBeforeStart
+from p2p.limits import MAX_COUNT, MAX_WORKERS
 
 
 def train(
@@ -18,17 +19,18 @@ def train(
     data: str | None = typer.Option(None, "--data", help="Dataset name or folder (overrides "
                                     "data.path)."),
     out: Path | None = typer.Option(None, "--out", help="Run directory [default: runs/NAME]."),
-    iters: int | None = typer.Option(None, "--iters", help="Total iterations (overrides "
-                                     "train.iters; with --resume, extends the run)."),
+    iters: int | None = typer.Option(None, "--iters", min=1, max=MAX_COUNT, help="Total "
+                                     "iterations (overrides train.iters; with --resume, extends "
+                                     "the run)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a recipe value, "
                                         "e.g. --set train.lr=1e-4 (repeatable)."),
     resume: Path | None = typer.Option(None, "--resume", help="Continue the run in RUN_DIR "
                                        "from its latest checkpoint."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard, in "
                                      "RUN_DIR/tensorboard (sets train.tensorboard)."),
-    nproc: int = typer.Option(1, "--nproc", min=1, help="Train in N processes on this machine "
-                              "(one per GPU), launched with torchrun; data.batch_size is the "
-                              "total over them."),
+    nproc: int = typer.Option(1, "--nproc", min=1, max=MAX_WORKERS, help="Train in N "
+                              "processes on this machine (one per GPU), launched with torchrun; "
+                              "data.batch_size is the total over them."),
 ) -> None:
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
     try:

@@ -10,6 +10,7 @@ import typer
 
 from p2p.cli import console
 from p2p.errors import P2PError
+from p2p.limits import MAX_COUNT, MAX_SEED, MAX_SIDE
 from p2p.paths import write_stdout
 
 SHOWN = 10  # names listed before "... and N more"
@@ -57,19 +58,20 @@ def translate(
         "--keep-size", help="Pad (reflect) to a multiple of 2^num_downs instead of resizing to "
         "the model's size.")] = False,
     tile: Annotated[int | None, typer.Option(
-        "--tile", min=1, help="Translate each image at its own size in tiles of SIZE pixels (a "
-        "multiple of the generator's stride) blended over their overlap; memory follows the "
-        "tile, not the image. Batch-norm generators need --eval-mode.")] = None,
+        "--tile", min=1, max=MAX_SIDE, help="Translate each image at its own size in tiles of "
+        "SIZE pixels (a multiple of the generator's stride) blended over their overlap; memory "
+        "follows the tile, not the image. Batch-norm generators need --eval-mode.")] = None,
     overlap: Annotated[int | None, typer.Option(
-        "--overlap", min=0, help="Pixels neighbouring tiles share and blend over (default: a "
-        "quarter of the tile).")] = None,
+        "--overlap", min=0, max=MAX_SIDE, help="Pixels neighbouring tiles share and blend "
+        "over (default: a quarter of the tile).")] = None,
     eval_mode: Annotated[bool, typer.Option(
         "--eval-mode", help="Running batch-norm statistics, no dropout. Default: the paper's "
         "test-time mode (dropout on, each image's own statistics).")] = False,
     seed: Annotated[int | None, typer.Option(
-        "--seed", help="Make the paper mode's dropout repeatable.")] = None,
+        "--seed", min=0, max=MAX_SEED, help="Make the paper mode's dropout repeatable.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", "-b", min=1, help="Images per forward pass.")] = 4,
+        "--batch-size", "-b", min=1, max=MAX_COUNT, help="Images per forward pass.")] = 4,
     ext: Annotated[Ext | None, typer.Option(
         "--ext", help="Output format when OUTPUT is a folder. Default: tif for TIFF inputs, npy "
         "for .npy inputs, else png (tif when PNG cannot hold the output). Outputs keep the "

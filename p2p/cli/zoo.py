@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p.cli import console
+from p2p.limits import MAX_SIDE
 
 app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
                   no_args_is_help=True)
@@ -81,7 +82,7 @@ def import_(
     direction: Annotated[str, typer.Option(
         "--direction", help="AtoB or BtoA on its dataset.")] = "AtoB",
     image_size: Annotated[int, typer.Option(
-        "--image-size", help="Image size it was trained at.")] = 256,
+        "--image-size", min=1, max=MAX_SIDE, help="Image size it was trained at.")] = 256,
     bgr: Annotated[bool, typer.Option(
         "--bgr", help="It reads and writes BGR (as mmagic's pix2pix runs do): make it RGB.")
     ] = False,

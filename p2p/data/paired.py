@@ -200,7 +200,7 @@ class PairedImages:
 
     def _side(self, image: Decoded, channels: int, path: Path) -> torch.Tensor:
         image = to_channels(image, channels, str(path), CHANNELS_HINT)
-        size = self.preprocess.loaded_size(image_size(image), self.stride)
+        size = self.preprocess.loaded_size(image_size(image), self.stride, str(path))
         self.preprocess.check_fits(size, str(path))
         return _to_tensor(image, size, self.antialias)
 

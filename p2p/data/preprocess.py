@@ -20,18 +20,31 @@ training rule rounded to the stride for the others.
 
 from dataclasses import dataclass
 
-from p2p.errors import P2PError
+from p2p.errors import ImageTooLarge, P2PError, shown
+from p2p.limits import MAX_PIXELS, MAX_SIDE
 
 MODES = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 Size = tuple[int, int]  # (height, width)
 
 
-def as_size(value: int | list[int] | tuple[int, int]) -> Size:
-    """An int (a square) or [height, width] as (height, width)."""
-    if isinstance(value, int):
-        return value, value
-    height, width = value
-    return int(height), int(width)
+def as_size(value: int | list[int] | tuple[int, int], what: str = "a size") -> Size:
+    """An int (a square) or [height, width] as (height, width).
+
+    Sizes come from recipes, checkpoints and model folders, so anything else is a P2PError that
+    names ``what``: another type or length, a side that is not positive, a side above MAX_SIDE or
+    an area above limits.MAX_PIXELS (a model of that size would not run on an image p2p reads).
+    """
+    sides = [value, value] if isinstance(value, int) else value
+    if not (isinstance(sides, list | tuple) and len(sides) == 2
+            and all(type(side) is int for side in sides)):  # not bool, not float, not text
+        raise P2PError(f"{what} is one number or [height, width], got {shown(value)}")
+    height, width = sides
+    if height <= 0 or width <= 0:
+        raise P2PError(f"{what} must be positive, got {shown(value)}")
+    if max(sides) > MAX_SIDE or height * width > MAX_PIXELS:
+        raise P2PError(f"{what} must be at most {MAX_SIDE} per side and {MAX_PIXELS} pixels in "
+                       f"all, got {shown(value)}")
+    return height, width
 
 
 def round_to_stride(size: Size, stride: int) -> Size:
@@ -49,8 +62,10 @@ class Preprocess:
     def crops(self) -> bool:
         return self.mode in ("resize_and_crop", "crop", "scale_width_and_crop")
 
-    def loaded_size(self, size: Size, stride: int) -> Size:
-        """The size an image of ``size`` is resized to before cropping (and kept at)."""
+    def loaded_size(self, size: Size, stride: int, label: str = "an image") -> Size:
+        """The size an image of ``size`` is resized to before cropping (and kept at). Scaling a
+        thin image's width up can make it larger than p2p runs on: ImageTooLarge names
+        ``label``."""
         height, width = size
         if self.mode == "resize_and_crop":
             return self.load_size
@@ -61,6 +76,10 @@ class Preprocess:
         target = self.load_size[1]
         scaled = size if width == target and height >= self.crop_size[0] else \
             (max(int(target * height / width), self.crop_size[0]), target)
+        if scaled[0] * scaled[1] > MAX_PIXELS:
+            raise ImageTooLarge(f"{label}: {width}x{height} (width x height) scaled to width "
+                                f"{target} would be {scaled[1]}x{scaled[0]} pixels, over the "
+                                f"limit of {MAX_PIXELS}", "crop it to a wider shape first")
         return round_to_stride(scaled, stride) if self.mode == "scale_width" else scaled
 
     def check_fits(self, loaded: Size, label: str) -> None:
@@ -81,10 +100,12 @@ class Preprocess:
             return Preprocess("scale_width", self.load_size, self.crop_size)
         return self
 
-    def test_size(self, size: Size, stride: int) -> Size | None:
+    def test_size(self, size: Size, stride: int, label: str = "an image") -> Size | None:
         """The size translate resizes an input of ``size`` to; None: keep it (pad to the
         stride)."""
-        return None if self.mode == "crop" else self.at_test_time().loaded_size(size, stride)
+        if self.mode == "crop":
+            return None
+        return self.at_test_time().loaded_size(size, stride, label)
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "load_size": list(self.load_size),
@@ -92,4 +113,9 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocess":
-        return cls(values["mode"], as_size(values["load_size"]), as_size(values["crop_size"]))
+        """``to_dict``'s form, as checkpoints and model folders record it (checked: P2PError)."""
+        if not isinstance(values, dict) or values.get("mode") not in MODES:
+            raise P2PError(f"preprocess is {{mode, load_size, crop_size}} with mode one of "
+                           f"{', '.join(MODES)}, got {shown(values)}")
+        return cls(values["mode"], as_size(values.get("load_size"), "preprocess.load_size"),
+                   as_size(values.get("crop_size"), "preprocess.crop_size"))
