@@ -2,7 +2,10 @@
 
 Reading is defensive because datasets and user folders contain every kind of file: empty files,
 truncated JPEGs, 16-bit PNGs, RGBA and palette images, and files whose header declares absurd
-dimensions. What can be converted is converted; the rest raises P2PError naming the file.
+dimensions. What can be converted is converted; the rest raises P2PError naming the file. The bytes
+are untrusted: only regular files are read (a link to /dev/zero never ends), Pillow tries only
+PIL_FORMATS (its EPS plugin runs Ghostscript), and what a header declares is checked against
+MAX_PIXELS, MAX_DECODED_BYTES and MAX_TIFF_PAGES before anything is decoded.
 
 Two readers. ``open_image``/``read_image`` give 8-bit RGB or gray (16-bit scaled down): what the
 metrics, reports and dataset tools want. ``read_raster`` gives the pixels as stored, for training
@@ -12,26 +15,41 @@ back in their depth, the format following the extension.
 """
 
 import io
+import logging
+import math
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from p2p.errors import ImageTooLarge, P2PError
+from p2p.limits import MAX_PIXELS, MAX_SIDE
 from p2p.paths import write_bytes_atomic
 
 # What we read and write: extension -> Pillow format.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
            ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".npy": "NPY"}
 IMAGE_EXTENSIONS = set(FORMATS)
-# Larger than any dataset image (maps are 1200x600) by far, small enough that a hostile header
-# cannot make us allocate gigabytes.
-MAX_PIXELS = 16384 * 16384
+# What Pillow may decode: the formats above, and GIF (stdin, uploads). An allow-list: left to
+# itself Pillow tries every plugin it has, EPS among them, whose decoding runs Ghostscript on the
+# file's bytes.
+PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this (we make it an error) before decoding
+# MAX_PIXELS bounds one plane; TIFF pages and samples and .npy channels multiply it. All of a
+# file's pixels may take 2 GiB decoded: a 16384x16384 16-bit RGBA image.
+MAX_DECODED_BYTES = MAX_PIXELS * 4 * 2
+# TIFF pages become channels: far more than a model reads, few enough that following a hostile
+# file's chain of pages (tifffile follows a loop in it for 2^32 steps) stays fast.
+MAX_TIFF_PAGES = 1024
+# tifffile logs what it finds wrong in a file; p2p reports it as one P2PError instead (an app
+# that configures logging still gets the records).
+logging.getLogger("tifffile").addHandler(logging.NullHandler())
 # zlib level of the PNGs we write (Pillow's default is 6): lossless either way; level 1 encodes a
 # 256x256 output 3.4x faster for 3% more bytes (benchmarks/README.md, "Translate overheads").
 PNG_COMPRESS_LEVEL = 1
@@ -75,34 +93,49 @@ def _label(source: Source, name: str | None) -> str:
     return name or (f"{source}" if not isinstance(source, bytes) else "<stdin>")
 
 
-def _open_pil(source: Source, label: str) -> Image.Image:
-    """Decode with Pillow, turning every way a file can be bad into a P2PError naming it."""
+def open_file(path: str | os.PathLike, label: str) -> BinaryIO:
+    """``path`` opened for reading; P2PError naming it unless it is a regular file that is not
+    empty. Links are followed: a link to /dev/zero would be read until memory runs out, and a pipe
+    or a socket blocks, so neither is opened."""
     try:
-        if isinstance(source, bytes):
-            if not source:
-                raise P2PError(f"{label}: empty input, not an image")
-            stream = io.BytesIO(source)
-        else:
-            if os.path.getsize(source) == 0:
-                raise P2PError(f"{label}: empty file (0 bytes), not an image")
-            stream = open(source, "rb")  # noqa: SIM115 - closed below via the image
-        with stream, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(stream)  # checks the declared size against MAX_IMAGE_PIXELS
-            img.load()
-    except P2PError:
-        raise
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise P2PError(f"{label}: is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise P2PError(f"{label}: not a regular file (a device, pipe or socket)")
+        if info.st_size == 0:
+            raise P2PError(f"{label}: empty file (0 bytes)")
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise P2PError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise P2PError(f"{label}: is a folder, not an image") from None
+    except OSError as exc:
+        raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
+
+
+def _open_pil(source: Source, label: str) -> Image.Image:
+    """Decode with Pillow, turning every way a file can be bad into a P2PError naming it."""
+    if isinstance(source, bytes):
+        if not source:
+            raise P2PError(f"{label}: empty input, not an image")
+        stream = io.BytesIO(source)
+    else:
+        stream = open_file(source, label)
+    try:
+        with stream, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Checks the declared size against MAX_IMAGE_PIXELS.
+            img = Image.open(stream, formats=PIL_FORMATS)
+            img.load()
     except UnidentifiedImageError:
         raise P2PError(f"{label}: not an image (unknown or corrupt format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge(f"{label}: declared image size is too large ({exc})",
-                            "resize it below 16384x16384 first") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording.
+                            f"resize it below {MAX_SIDE}x{MAX_SIDE} first") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording,
+        # and some hostile headers as other types (TypeError from its TIFF plugin).
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
     return img
 
@@ -117,14 +150,16 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
 def declared_size(data: bytes, name: str) -> tuple[int, int]:
     """(width, height) that encoded image bytes declare, read from the header only."""
     try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller decides
             return img.size
     except UnidentifiedImageError:
         raise P2PError(f"{name}: not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"{name}: declared image size is too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # as in _open_pil
         raise P2PError(f"{name}: corrupt or truncated image ({exc})") from None
 
 
@@ -248,47 +283,106 @@ def read_raster(source: Source, name: str | None = None) -> Raster:
         else:
             img = _open_pil(data if data is not None else source, label)
             return Raster(_pil_pixels(img, label), img.format or "PNG")
-    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:
-        raise ImageTooLarge(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too "
-                            "large", "resize it below 16384x16384 first")
     return Raster(pixels, kind if kind != "PIL" else "PNG")
 
 
 def _read_bytes(path: str | os.PathLike, label: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise P2PError(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise P2PError(f"{label}: is a folder, not an image") from None
-    except OSError as exc:
-        raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
-    if not data:
-        raise P2PError(f"{label}: empty file (0 bytes), not an image")
-    return data
+    with open_file(path, label) as file:
+        try:
+            return file.read()
+        except OSError as exc:
+            raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_declared(label: str, height: int, width: int, channels: int,
+                    dtype: np.dtype) -> None:
+    """Refuse, from what a header declares, an image over MAX_PIXELS or MAX_DECODED_BYTES:
+    before anything is allocated for it."""
+    if height * width > MAX_PIXELS:
+        raise ImageTooLarge(f"{label}: image size {width}x{height} is too large",
+                            f"resize it below {MAX_SIDE}x{MAX_SIDE} first")
+    size = height * width * channels * dtype.itemsize
+    if size > MAX_DECODED_BYTES:
+        raise ImageTooLarge(f"{label}: {width}x{height} pixels of {channels} {dtype} channel(s) "
+                            f"are {size / 2**30:.1f} GiB decoded, over the limit of "
+                            f"{MAX_DECODED_BYTES // 2**30} GiB",
+                            "store fewer pages or channels per file")
+
+
+def _check_pixels(shape: tuple[int, ...], dtype: np.dtype, label: str) -> None:
+    """Refuse an array that is not (H, W, C) of integers, floats or booleans."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise P2PError(f"{label}: array of shape {shape} is not an image",
+                       "images are H x W or H x W x C")
+    if dtype.kind not in "uifb":
+        raise P2PError(f"{label}: values of type {dtype} are not pixels",
+                       "store integers or floats")
 
 
 def _as_hwc(pixels: np.ndarray, label: str) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    if pixels.ndim != 3 or 0 in pixels.shape:
-        raise P2PError(f"{label}: array of shape {pixels.shape} is not an image",
-                       "images are H x W or H x W x C")
+    _check_pixels(pixels.shape, pixels.dtype, label)
     if pixels.dtype in (np.uint8, np.uint16, np.float32):
         return pixels
-    if pixels.dtype.kind not in "uif" and pixels.dtype != np.bool_:
-        raise P2PError(f"{label}: values of type {pixels.dtype} are not pixels",
-                       "store integers or floats")
     return pixels.astype(np.float32)
+
+
+def read_npy_header(stream: BinaryIO, label: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) that an .npy header declares, read without the data
+    (``stream`` is left where the data begins): a hostile header is refused before anything is
+    allocated for it."""
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"format version {version} is not read here")
+        return read_header(stream)
+    except Exception as exc:  # numpy's parser of the header raises many types (TokenError...)
+        raise P2PError(f"{label}: not a readable .npy array ({exc})") from None
 
 
 def _read_npy(source: Source, label: str) -> np.ndarray:
     data = source if isinstance(source, bytes) else _read_bytes(source, label)
+    stream = io.BytesIO(data)
+    shape, fortran_order, dtype = read_npy_header(stream, label)
+    _check_pixels(shape + (1,) if len(shape) == 2 else shape, dtype, label)
+    height, width, *channels = shape
+    _check_declared(label, height, width, math.prod(channels), dtype)
+    try:  # the data behind the header, as np.load reads it, without parsing the header again
+        pixels = np.frombuffer(data, dtype, math.prod(shape), offset=stream.tell())
+    except ValueError:  # fewer bytes than declared
+        raise P2PError(f"{label}: truncated .npy array (its header declares {shape} {dtype})"
+                       ) from None
+    return _as_hwc(pixels.reshape(shape, order="F" if fortran_order else "C").copy(), label)
+
+
+def _tiff_series(tif, label: str):
+    """The first series of ``tif`` (a tifffile.TiffFile), checked from the headers: nothing is
+    decoded yet."""
     try:
-        pixels = np.load(io.BytesIO(data), allow_pickle=False)  # data, never pickled objects
-    except (ValueError, OSError, EOFError) as exc:
-        raise P2PError(f"{label}: not a readable .npy array ({exc})") from None
-    return _as_hwc(pixels, label)
+        tif.pages.get(MAX_TIFF_PAGES)  # follows the chain of pages this far, no further
+    except IndexError:
+        pass
+    else:
+        raise ImageTooLarge(f"{label}: more than {MAX_TIFF_PAGES} pages",
+                            "store fewer pages per file")
+    series = tif.series[0]
+    axes, shape = series.axes, series.shape
+    if "Y" not in axes or "X" not in axes:
+        raise P2PError(f"{label}: TIFF axes {axes!r} hold no image plane")
+    height, width = shape[axes.index("Y")], shape[axes.index("X")]
+    channels = math.prod(n for n, axis in zip(shape, axes, strict=True) if axis not in "YX")
+    _check_pixels((height, width, channels), series.dtype, label)
+    _check_declared(label, height, width, channels, series.dtype)
+    if series.dataoffset is None:  # not one block: decoded strip by strip (or tile by tile)
+        # tifffile visits every strip the size implies, present or not: a few bytes declaring
+        # millions of one-row strips would take minutes.
+        segments = math.prod(series.keyframe.chunked)
+        if any(len(page.dataoffsets) < segments for page in series.pages if page is not None):
+            raise P2PError(f"{label}: corrupt TIFF (fewer strips or tiles than its size needs)")
+    return series
 
 
 def _read_tiff(source: Source, label: str) -> np.ndarray:
@@ -297,9 +391,15 @@ def _read_tiff(source: Source, label: str) -> np.ndarray:
     data = source if isinstance(source, bytes) else _read_bytes(source, label)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
-            series = tif.series[0]
+            series = _tiff_series(tif, label)
             pixels, axes = series.asarray(), series.axes
-    except ValueError as exc:
+        # Rows and columns first; every other axis (pages, channels, samples) becomes channels.
+        order = [axes.index("Y"), axes.index("X")]
+        pixels = pixels.transpose(order + [i for i, a in enumerate(axes) if a not in "YX"])
+        pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1)
+    except (P2PError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile meets bad bytes with many types: zlib.error, TypeError...
         if "imagecodecs" not in str(exc):
             raise P2PError(f"{label}: corrupt or unreadable TIFF ({exc})") from None
         # A compression tifffile decodes only with imagecodecs (LZW, JPEG): Pillow's libtiff
@@ -310,14 +410,7 @@ def _read_tiff(source: Source, label: str) -> np.ndarray:
             raise P2PError(f"{label}: this TIFF's compression needs the imagecodecs package",
                            "pip install 'p2p[tiff]'") from None
         return _pil_pixels(img, label)
-    except (tifffile.TiffFileError, OSError, IndexError, KeyError) as exc:
-        raise P2PError(f"{label}: corrupt or unreadable TIFF ({exc})") from None
-    if "Y" not in axes or "X" not in axes:
-        raise P2PError(f"{label}: TIFF axes {axes!r} hold no image plane")
-    # Rows and columns first; every other axis (pages, channels, samples) becomes channels.
-    order = [axes.index("Y"), axes.index("X")] + [i for i, a in enumerate(axes) if a not in "YX"]
-    pixels = pixels.transpose(order)
-    return _as_hwc(pixels.reshape(pixels.shape[0], pixels.shape[1], -1), label)
+    return _as_hwc(pixels, label)
 
 
 def _is_16bit_color_png(data: bytes) -> bool:
@@ -331,9 +424,7 @@ def _read_png16_color(data: bytes, label: str) -> np.ndarray:
 
     try:
         width, height, rows, info = png.Reader(bytes=data).asDirect()
-        if width * height > MAX_PIXELS:
-            raise ImageTooLarge(f"{label}: image size {width}x{height} is too large",
-                                "resize it below 16384x16384 first")
+        _check_declared(label, height, width, info["planes"], np.dtype(np.uint16))
         pixels = np.vstack([np.asarray(row, np.uint16) for row in rows])
     except png.Error as exc:
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None

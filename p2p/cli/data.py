@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2p.cli import console
+from p2p.limits import MAX_SIDE
 
 # The core (p2p.data.*) is imported inside the commands, so `p2p --help` and completion skip torch.
 if TYPE_CHECKING:
@@ -142,7 +143,8 @@ def pair(
                                           "same names (any extension).")],
     out_dir: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Where the A|B images go.")],
     height: Annotated[int | None, typer.Option(
-        "--height", min=1, help="Resize both halves to this height (keeping aspect).")] = None,
+        "--height", min=1, max=MAX_SIDE,
+        help="Resize both halves to this height (keeping aspect).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Fail if any name has no partner, instead of skipping it.")] = False,
     ext: Annotated[Ext | None, typer.Option(

@@ -14,7 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.images import images_by_name, list_images, open_image, save_image
+from p2p.images import MAX_PIXELS, images_by_name, list_images, open_image, save_image
+from p2p.limits import MAX_SIDE
 from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]
@@ -62,11 +63,9 @@ def _check_outputs(outputs: list[Path], inputs: list[Path]) -> None:
                                f"{folder}", "choose an output folder apart from the inputs")
 
 
-def _to_height(img: Image.Image, height: int) -> Image.Image:
-    if img.height == height:
-        return img
-    width = max(1, round(img.width * height / img.height))
-    return img.resize((width, height), Image.Resampling.BICUBIC)
+def _width_at(img: Image.Image, height: int) -> int:
+    """``img``'s width at ``height``, keeping its aspect ratio."""
+    return img.width if img.height == height else max(1, round(img.width * height / img.height))
 
 
 def pair(a_dir: Path, b_dir: Path, out_dir: Path, *, height: int | None = None,
@@ -80,8 +79,8 @@ def pair(a_dir: Path, b_dir: Path, out_dir: Path, *, height: int | None = None,
     written.
     """
     _check_ext(ext)
-    if height is not None and height < 1:
-        raise P2PError(f"--height must be at least 1, got {height}")
+    if height is not None and not 1 <= height <= MAX_SIDE:
+        raise P2PError(f"--height must be from 1 to {MAX_SIDE}, got {height}")
     _check_outputs([Path(out_dir)], [Path(a_dir), Path(b_dir)])
     a_files, b_files = images_by_name(a_dir), images_by_name(b_dir)
     unmatched = [Skipped(a_files[k].relative_to(a_dir).as_posix(), f"no match in {b_dir}")
@@ -114,13 +113,20 @@ def _pair_one(a_path: Path, b_path: Path, dest: Path, height: int | None) -> str
         a_img, b_img = open_image(a_path), open_image(b_path)
     except P2PError as exc:
         return str(exc)
-    if height is not None:
-        a_img, b_img = _to_height(a_img, height), _to_height(b_img, height)
-    if a_img.height != b_img.height:
+    if height is None and a_img.height != b_img.height:
         return f"heights differ ({a_img.height} vs {b_img.height}); use --height"
-    combined = Image.new("RGB", (a_img.width + b_img.width, a_img.height))
-    combined.paste(a_img, (0, 0))
-    combined.paste(b_img, (a_img.width, 0))
+    height = height or a_img.height
+    a_width, b_width = _width_at(a_img, height), _width_at(b_img, height)
+    # Checked before resizing: a narrow image at a large --height grows without bound, and p2p
+    # reads no image over MAX_PIXELS back.
+    if (a_width + b_width) * height > MAX_PIXELS:
+        return (f"the A|B image would be {a_width + b_width}x{height} pixels, more than "
+                f"{MAX_SIDE}x{MAX_SIDE}; use a smaller --height")
+    combined = Image.new("RGB", (a_width + b_width, height))
+    for img, left, width in ((a_img, 0, a_width), (b_img, a_width, b_width)):
+        if img.size != (width, height):
+            img = img.resize((width, height), Image.Resampling.BICUBIC)
+        combined.paste(img, (left, 0))
     save_image(combined, dest)
     return None
 

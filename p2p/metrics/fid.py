@@ -28,6 +28,7 @@ work here too) and ``n``. The statistics of real image folders are cached under
 
 import functools
 import hashlib
+import math
 import os
 import warnings
 import zipfile
@@ -40,7 +41,7 @@ import torch
 from scipy import linalg
 
 from p2p.errors import P2PError
-from p2p.images import list_images, read_8bit_image
+from p2p.images import list_images, open_file, read_8bit_image, read_npy_header
 from p2p.metrics.features import (
     Item,
     Progress,
@@ -49,9 +50,16 @@ from p2p.metrics.features import (
     network_outputs,
     preprocessed_batches,
 )
-from p2p.metrics.inception import DownloadProgress, FIDInception, fid_inception, resize_bilinear
+from p2p.metrics.inception import (
+    FEATURE_DIM,
+    DownloadProgress,
+    FIDInception,
+    fid_inception,
+    resize_bilinear,
+)
 from p2p.paths import atomic_path, home
 
+STATISTICS_HINT = "expected a .npz with 'mu' and 'sigma', as 'p2p eval stats' writes"
 SQRTM_EPS = 1e-6
 MAX_IMAGINARY = 1e-3
 # Part of every cache key: change it when the preprocessing changes.
@@ -169,18 +177,35 @@ def save_statistics(stats: Statistics, path: str | os.PathLike) -> None:
         np.savez(f, mu=stats.mu, sigma=stats.sigma, n=-1 if stats.n is None else stats.n)
 
 
+def _read_member(archive: zipfile.ZipFile, name: str, path: str, ndim: int) -> np.ndarray:
+    """The array ``name`` of a statistics file, its header checked before its data is read:
+    ``ndim`` axes of at most FEATURE_DIM numbers, in as many bytes as the zip says the member
+    holds (a few compressed bytes can declare gigabytes)."""
+    info = archive.getinfo(f"{name}.npy")
+    with archive.open(info) as member:
+        shape, _, dtype = read_npy_header(member, f"{path}: {name}")
+        if len(shape) != ndim or max(shape, default=0) > FEATURE_DIM or dtype.kind not in "uif":
+            raise P2PError(f"{path}: {name} holds {dtype} of shape {shape}, not {ndim} axes of "
+                           f"at most {FEATURE_DIM} numbers", STATISTICS_HINT)
+        size = member.tell() + math.prod(shape) * dtype.itemsize
+        if info.file_size != size:
+            raise P2PError(f"{path}: {name} declares {shape} {dtype} ({size} bytes) but holds "
+                           f"{info.file_size} bytes", STATISTICS_HINT)
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
 def load_statistics(path: str | os.PathLike) -> Statistics:
     try:
-        with np.load(path, allow_pickle=False) as data:
-            mu = np.asarray(data["mu"], dtype=np.float64)
-            sigma = np.asarray(data["sigma"], dtype=np.float64)
-            n = int(data["n"]) if "n" in data.files else -1
-    except FileNotFoundError:
-        raise P2PError(f"{path}: no such statistics file") from None
-    except (KeyError, OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise P2PError(f"{path}: not a statistics file ({exc})",
-                       "expected a .npz with 'mu' and 'sigma', as 'p2p eval stats' writes"
-                       ) from None
+        with open_file(path, str(path)) as file, zipfile.ZipFile(file) as archive:
+            mu = np.asarray(_read_member(archive, "mu", str(path), 1), dtype=np.float64)
+            sigma = np.asarray(_read_member(archive, "sigma", str(path), 2), dtype=np.float64)
+            has_n = "n.npy" in archive.namelist()
+            n = int(_read_member(archive, "n", str(path), 0)) if has_n else -1
+    except (P2PError, MemoryError):
+        raise
+    except Exception as exc:  # zipfile meets bad bytes with many types: zlib.error, RuntimeError...
+        raise P2PError(f"{path}: not a statistics file ({exc})", STATISTICS_HINT) from None
     if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
         raise P2PError(f"{path}: mu has shape {mu.shape} and sigma {sigma.shape}",
                        "expected mu (D,) and sigma (D, D)")
