@@ -592,6 +592,22 @@ def decode_image(source: Source, name: str | None = None) -> Image.Image | np.nd
     return read_raster(source, label).pixels
 
 
+def from_memory(image: Image.Image | np.ndarray, label: str) -> Image.Image | np.ndarray:
+    """An image already in memory as ``decode_image`` gives a file: an 8-bit PIL image stays one
+    (loaded), a PIL image of higher depth or an array becomes its (H, W, C) array (H x W arrays
+    gain a channel; other numeric types become float32, as in ``.npy`` files)."""
+    if isinstance(image, Image.Image):
+        image.load()
+        return image if image.mode not in _HIGH_DEPTH_MODES else _pil_pixels(image, label)
+    pixels = _as_hwc(np.asarray(image), label)
+    if not pixels.flags.writeable:  # a PIL image's buffer, say: torch wants writable arrays
+        pixels = pixels.copy()
+    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:  # as a file of that size would be
+        raise ImageTooLarge(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too "
+                            "large", f"resize it below {MAX_SIDE}x{MAX_SIDE} first")
+    return pixels
+
+
 def to_channels(image: Image.Image | np.ndarray, channels: int, label: str,
                 hint: str) -> Image.Image | np.ndarray:
     """``image`` with ``channels`` channels: a PIL image becomes mode L or RGB (as

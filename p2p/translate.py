@@ -43,6 +43,8 @@ from p2p.checkpoint import (
     load_generator,
     normalization_of,
     preprocess_of,
+    resolve,
+    weights_file,
     writes_8bit_images,
 )
 from p2p.data.preprocess import Preprocess
@@ -57,6 +59,7 @@ from p2p.images import (
     denormalize,
     encode_image,
     encode_raster,
+    from_memory,
     image_size,
     is_image_file,
     list_images,
@@ -80,6 +83,10 @@ STDIN_NAME = "<stdin>"
 THREADS = min(4, os.cpu_count() or 1)
 
 Progress = Callable[[int, int | None], None]  # (done, total)
+# What Model() translates in memory: PIL images, (H, W[, C]) arrays, float tensors in [-1, 1].
+Input = Image.Image | np.ndarray | torch.Tensor
+TEST_MODES = ("paper", "eval")
+DEFAULT_BATCH_SIZE = 4  # p2p translate's --batch-size
 
 
 # ---- the generator at test time --------------------------------------------------------------
@@ -162,6 +169,85 @@ class Model:
     # Per side ("source", "target"): {"dtype", "range", "explicit"}; see checkpoint.py.
     normalization: dict = field(default_factory=lambda: normalization_of({}))
     dataset: str | None = None  # the dataset it was trained on (name or folder), where recorded
+    precision: str = "auto"  # fp32, bf16, or auto (see p2p.device.autocast_dtype)
+    source: str | None = None  # what it was loaded from, as given to p2p.load
+    weights: Path | None = None  # the file holding its tensors
+
+    def __call__(self, image: Input | list[Input], *, mode: str = "paper",
+                 seed: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE
+                 ) -> Input | list[Input]:
+        """Translate one image, or a list of them, in memory; the output has the input's size.
+
+        - a PIL image: a PIL image (an array when the model writes more than 8-bit images of 1
+          or 3 channels);
+        - a numpy array (H x W or H x W x C; uint8, uint16 or float): an array at the model's
+          depth (``Model.depth``), with its channel count;
+        - a torch tensor (C x H x W, or N x C x H x W), float in [-1, 1]: a float tensor in
+          [-1, 1] of the same layout.
+
+        The pixels are exactly those ``p2p translate`` writes for the same model, input and
+        options. ``mode``: ``"paper"`` (dropout on, each image's own batch-norm statistics, the
+        paper's test-time mode) or ``"eval"`` (running statistics, deterministic); ``seed``
+        repeats paper mode's dropout.
+
+        >>> photo = model(Image.open("labels.png"), mode="eval")  # doctest: +SKIP
+        """
+        if mode not in TEST_MODES:
+            raise P2PError(f"unknown test-time mode {mode!r}", "use paper or eval")
+        single = not isinstance(image, list)
+        images = [image] if single else image
+        jobs = []
+        for index, item in enumerate(images):
+            if isinstance(item, torch.Tensor) and item.dim() == 4:
+                jobs += [Job(x, f"image {index}[{i}]", None) for i, x in enumerate(item)]
+            else:
+                jobs.append(Job(item, f"image {index}", None))
+        options = TranslateOptions(paper_mode=mode == "paper", seed=seed, batch_size=batch_size,
+                                   precision=self.precision)
+        outputs = iter(translate(self, jobs, options).outputs)
+        results = []
+        for item in images:
+            if isinstance(item, torch.Tensor) and item.dim() == 4:
+                results.append(torch.stack([next(outputs) for _ in range(len(item))]))
+            else:
+                results.append(next(outputs))
+        return results[0] if single else results
+
+    def translate(self, inputs: str | os.PathLike, output: str | os.PathLike, *,
+                  ext: str | None = None, overwrite: bool = False,
+                  progress: Progress | None = None, **options) -> "Report":
+        """Translate an image file or a folder of them into ``output`` (a file or a folder), as
+        ``p2p translate`` does; ``options`` are ``TranslateOptions``' fields (``paper_mode``,
+        ``seed``, ``batch_size``, ``tile``, ...). Existing outputs are kept unless
+        ``overwrite``; the report lists them (``existing``) and any bad inputs."""
+        plan = plan_jobs(str(inputs), str(output), ext, overwrite,
+                         png_holds_output=self.png_holds_output)
+        options.setdefault("precision", self.precision)
+        report = translate(self, plan.jobs, TranslateOptions(**options), progress)
+        report.existing = plan.existing
+        return report
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) it was trained at."""
+        return self.image_size
+
+    @property
+    def channels(self) -> tuple[int, int]:
+        """(input, output) channel counts."""
+        return self.in_channels, self.out_channels
+
+    @property
+    def depth(self) -> str:
+        """The dtype of its outputs: uint8, uint16 or float32."""
+        return self.output_dtype
+
+    @functools.cached_property
+    def sha256(self) -> str | None:
+        """The sha256 of the file holding its tensors (None when built in memory)."""
+        from p2p.download import sha256_file
+
+        return None if self.weights is None else sha256_file(self.weights)
 
     @property
     def output_dtype(self) -> str:
@@ -209,19 +295,40 @@ def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:
     return zoo.checkpoint_path(task, progress=progress)
 
 
+def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
+         download_progress: Progress | None = None) -> Model:
+    """The model ``source`` names, ready to translate: a zoo name (downloaded on first use),
+    ``hf:OWNER/NAME[@REVISION]``, a Hugging Face model folder, a p2p checkpoint file, or a run
+    directory (``RUN_DIR@best``, ``@latest`` or ``@ITERATION`` pick a checkpoint).
+
+    >>> model = p2p.load("facades")  # doctest: +SKIP
+    >>> model = p2p.load("runs/quickstart@latest", device="cpu", precision="fp32")  # doctest: +SKIP
+    """
+    from p2p import zoo
+
+    path = zoo.resolve_generator(str(source), download_progress)
+    return _load_path(path, device, precision, str(source))
+
+
 def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = None,
-               device: str = "auto", download_progress: Progress | None = None) -> Model:
+               device: str = "auto", download_progress: Progress | None = None,
+               precision: str = "auto") -> Model:
     """Load the generator of a checkpoint (file or run directory) or of a zoo ``task``."""
     if (checkpoint is None) == (task is None):
         raise P2PError("give a checkpoint or a task, exactly one",
                        "--checkpoint PATH or --task NAME")
     path = zoo_checkpoint(task, download_progress) if task is not None else checkpoint
+    return _load_path(path, device, precision, str(task or checkpoint))
+
+
+def _load_path(path: str | os.PathLike, device: str, precision: str, source: str) -> Model:
     target = pick_device(device)
+    autocast_dtype(precision, target)  # refused here, not at the first image
     generator, state = load_generator(path, map_location=target)  # every recorded fact checked
     generator.to(target, memory_format=torch.channels_last)
     return Model(generator, state["direction"], image_size_of(state), target,
                  Preprocess.from_dict(preprocess_of(state)), normalization_of(state),
-                 _trained_on(state))
+                 _trained_on(state), precision, source, weights_file(resolve(path)))
 
 
 def _trained_on(state: dict) -> str | None:
@@ -244,9 +351,11 @@ def _trained_on(state: dict) -> str | None:
 
 @dataclass(frozen=True)
 class Job:
-    """One image to translate: from a file or from bytes, to a file or (target None) to bytes."""
+    """One image to translate: from a file, encoded bytes or an image in memory (``Input``), to
+    a file or (target None) to the report's outputs: encoded bytes for a file or bytes, the
+    same kind of object for an image in memory."""
 
-    source: Path | bytes
+    source: Path | bytes | Input
     name: str  # for messages
     target: Path | None
 
@@ -358,7 +467,13 @@ class TranslateOptions:
 class Report:
     translated: int = 0
     bad: list[str] = field(default_factory=list)  # one message per skipped input, naming it
-    output_bytes: bytes | None = None  # the encoded output of a job without a target
+    outputs: list = field(default_factory=list)  # of the jobs without a target, in job order
+    existing: list[Path] = field(default_factory=list)  # outputs kept (Model.translate)
+
+    @property
+    def output_bytes(self) -> bytes | None:
+        """The encoded output of the one job without a target (stdin to stdout, serve)."""
+        return self.outputs[-1] if self.outputs else None
 
 
 @dataclass
@@ -429,7 +544,7 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
         for future in written:
             data = future.result()
             if data is not None:
-                report.output_bytes = data
+                report.outputs.append(data)
     return report
 
 
@@ -463,6 +578,8 @@ def _check_outputs(model: Model, jobs: list[Job], options: TranslateOptions) -> 
 
 def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2PError:
     try:
+        if isinstance(job.source, torch.Tensor):
+            return _decode_tensor(job, model, options)
         image, target = _read(job, model, options)
         if isinstance(image, Image.Image) and model.writes_8bit_images and \
                 not model.normalization["source"]["explicit"]:
@@ -515,6 +632,20 @@ def _decode_any(job: Job, model: Model, options: TranslateOptions,
                     tuple(resized.shape[1:]))
 
 
+def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> _Decoded:
+    """A (C, H, W) float tensor already in [-1, 1] (``Model()``): sized as any input."""
+    x = job.source.detach().to("cpu", torch.float32)
+    if x.dim() != 3 or x.shape[0] != model.in_channels:
+        raise P2PError(f"{job.name}: a tensor of shape {tuple(x.shape)}; the model reads "
+                       f"({model.in_channels}, H, W) or (N, {model.in_channels}, H, W)")
+    if options.tile is not None:
+        return _Decoded(job, x, None, x, tuple(x.shape[1:]))
+    size = _model_size(model, options, tuple(x.shape[1:]), job.name)
+    resized = x if size is None else resize_pixels(x, size)
+    return _Decoded(job, x, None, pad_to_multiple(resized, model.multiple),
+                    tuple(resized.shape[1:]))
+
+
 def _overlap(options: TranslateOptions) -> int:
     return default_overlap(options.tile) if options.overlap is None else options.overlap
 
@@ -548,7 +679,8 @@ def _read(job: Job, model: Model, options: TranslateOptions):
     """The input (and with ``paired`` the target half), with the model's channel counts: PIL
     images of mode L or RGB for 8-bit files of 1 or 3 channels, else arrays."""
     hint = f"the model reads {model.in_channels} and writes {model.out_channels} channel(s)"
-    image = decode_image(job.source, job.name)
+    in_memory = isinstance(job.source, Image.Image | np.ndarray)
+    image = (from_memory if in_memory else decode_image)(job.source, job.name)
     if not options.paired:
         return to_channels(image, model.in_channels, job.name, hint), None
     width = image_size(image)[1]
@@ -582,6 +714,7 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
     """Crop and resize the output back to the input's size, compose, encode, write."""
     height, width = item.size
     output = output[:, :height, :width]
+    in_memory = not isinstance(item.job.source, Path | bytes)
     if isinstance(item.input, Image.Image):
         image = tensor_to_pil(output)
         if image.size != item.input.size:
@@ -590,16 +723,20 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
             panels = [item.input, image] + ([item.target] if item.target is not None else [])
             image = _side_by_side(panels)
         if item.job.target is None:
-            return encode_image(image, "PNG")
+            return image if in_memory else encode_image(image, "PNG")
         save_image(image, item.job.target)
         return None
     output = resize_pixels(output, tuple(item.input.shape[1:]))
+    if isinstance(item.job.source, torch.Tensor):
+        return output  # stays in [-1, 1]
     if options.side_by_side:
         panels = [item.input, output] + ([item.target] if item.target is not None else [])
         channels = max(p.shape[0] for p in panels)
         output = torch.cat([p.expand(channels, -1, -1) for p in panels], dim=2)
     target = model.normalization["target"]
     pixels = denormalize(output, target["dtype"], tuple(target["range"]))
+    if item.job.target is None and in_memory:
+        return pixels
     if item.job.target is None:
         fmt = "PNG" if can_hold("PNG", pixels.shape[2], pixels.dtype.name) else "TIFF"
         return encode_raster(pixels, fmt)
