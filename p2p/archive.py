@@ -24,8 +24,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from p2p.errors import P2PError
-from p2p.footprint import human
+from p2p.errors import P2PError, human_bytes
 
 Progress = Callable[[int, int | None], None]
 CHUNK_SIZE = 1 << 20
@@ -82,13 +81,14 @@ def _zip_members(raw) -> Iterator[Member]:
 def _check_size(archive: Path, declared: int, max_bytes: int | None, free: int) -> None:
     """Refuse before writing what would outgrow the expected contents or the free space."""
     if max_bytes is not None and declared > max_bytes:
-        raise P2PError(f"{archive}: its members unpack to at least {human(declared)}, far "
-                       f"beyond the {human(max_bytes)} its contents can take",
+        raise P2PError(f"{archive}: its members unpack to at least {human_bytes(declared)}, far "
+                       f"beyond the {human_bytes(max_bytes)} its contents can take",
                        "the archive is not the expected one (or a decompression bomb); "
                        "get it from a trusted source")
     if declared > free:
-        raise P2PError(f"{archive}: its members unpack to at least {human(declared)}, but only "
-                       f"{human(free)} is free there", "free some disk space or use --root")
+        raise P2PError(f"{archive}: its members unpack to at least {human_bytes(declared)}, but "
+                       f"only {human_bytes(free)} is free there",
+                       "free some disk space or use --root")
 
 
 def _copy_member(archive: Path, name: str, source: IO[bytes], out: IO[bytes],

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from p2p import safe_pickle
+from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import Preprocess, as_size
 from p2p.errors import P2PError, shown
 from p2p.models import GeneratorConfig, build_generator, state_shapes
@@ -290,7 +291,6 @@ def load_generator(path: str | os.PathLike, map_location: str | torch.device = "
 
 # ---- checks of what a checkpoint or model folder records, before anything is built -----------
 
-DIRECTIONS = ("AtoB", "BtoA")
 DTYPES = ("uint8", "uint16", "float32")  # of the files a generator reads and writes (images.py)
 
 

@@ -1,5 +1,5 @@
 """The exception for failures a user can cause and fix, and the one for a stop before training;
-``shown`` quotes a value in such a message."""
+``shown`` quotes a value in such a message, ``human_bytes`` gives a byte count."""
 
 import reprlib
 from typing import Any
@@ -47,3 +47,14 @@ def shown(value: Any) -> str:
     except ValueError:  # an int too long for str() (Python's 4300-digit limit)
         text = f"<a {value.bit_length()}-bit number>" if isinstance(value, int) else "<value>"
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
+
+
+def human_bytes(n: int) -> str:
+    """A byte count for people, in binary units (memory, p2p's limits and the dataset server's
+    listing count in powers of two), with a decimal below 10 as ``du -h``: 1.2 TiB, 3.4 GiB,
+    56 MiB, 7 KiB."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n >= size:
+            value = n / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{n / 1024:.0f} KiB"

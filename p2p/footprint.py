@@ -15,7 +15,7 @@ import os
 from typing import TYPE_CHECKING
 
 from p2p.data.preprocess import as_size
-from p2p.errors import P2PError
+from p2p.errors import P2PError, human_bytes
 
 if TYPE_CHECKING:  # the estimate itself needs no torch
     import torch
@@ -122,14 +122,6 @@ def available_bytes(device: torch.device) -> int | None:
         return None
 
 
-def human(n: int) -> str:
-    """A byte count for messages: 1.2 TB, 3.4 GB, 56.0 MB, 7 kB."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n / 1e3:.0f} kB"
-
-
 def check_fits(recipe: Recipe, device: torch.device, processes: int = 1,
                half_precision: bool = False) -> None:
     """Refuse a recipe whose networks and one batch cannot fit in ``device``'s free memory
@@ -144,7 +136,7 @@ def check_fits(recipe: Recipe, device: torch.device, processes: int = 1,
     if needed > available:
         crop = "x".join(map(str, as_size(d.crop_size)))
         raise P2PError(
-            f"recipe needs at least {human(needed)} of {device.type} memory to train (ngf "
+            f"recipe needs at least {human_bytes(needed)} of {device.type} memory to train (ngf "
             f"{m.ngf}, ndf {m.ndf}, {batch} image(s) of {crop} per "
-            f"process), but {human(available)} is free",
+            f"process), but {human_bytes(available)} is free",
             "lower model.ngf / model.ndf, data.batch_size or data.crop_size, or free memory")

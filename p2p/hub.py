@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from p2p import __version__
-from p2p.errors import P2PError
+from p2p.errors import P2PError, human_bytes
 from p2p.paths import writing
 
 PREFIX = "hf:"
@@ -90,8 +90,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         with open(path, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
-            raise P2PError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB, not a p2p model "
-                           "config")
+            raise P2PError(f"{path}: larger than {human_bytes(MAX_CONFIG_BYTES)}, not a p2p "
+                           "model config")
         config = json.loads(data)
     # ValueError: not UTF-8, not JSON, or an integer of thousands of digits; RecursionError:
     # nested thousands deep.

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from p2p.errors import ImageTooLarge, P2PError
+from p2p.errors import ImageTooLarge, P2PError, human_bytes
 from p2p.limits import MAX_PIXELS, MAX_SIDE
 from p2p.paths import write_bytes_atomic
 
@@ -148,11 +148,11 @@ def open_image(source: Source, channels: int = 3, name: str | None = None) -> Im
 
 
 def declared_size(data: bytes, name: str) -> tuple[int, int]:
-    """(width, height) that encoded image bytes declare, read from the header only."""
+    """(height, width) that encoded image bytes declare, read from the header only."""
     try:
         with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller decides
-            return img.size
+            return img.height, img.width
     except UnidentifiedImageError:
         raise P2PError(f"{name}: not an image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:
@@ -304,8 +304,8 @@ def _check_declared(label: str, height: int, width: int, channels: int,
     size = height * width * channels * dtype.itemsize
     if size > MAX_DECODED_BYTES:
         raise ImageTooLarge(f"{label}: {width}x{height} pixels of {channels} {dtype} channel(s) "
-                            f"are {size / 2**30:.1f} GiB decoded, over the limit of "
-                            f"{MAX_DECODED_BYTES // 2**30} GiB",
+                            f"are {human_bytes(size)} decoded, over the limit of "
+                            f"{human_bytes(MAX_DECODED_BYTES)}",
                             "store fewer pages or channels per file")
 
 

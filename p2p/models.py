@@ -21,6 +21,9 @@ from torch import nn
 from p2p.errors import P2PError, shown
 
 NORMS = ("batch", "instance", "none")
+# How a generator runs at test time: "paper" as the paper's code (dropout on, each batch's own
+# batch-norm statistics), "eval" as usual (running statistics, no dropout).
+TEST_MODES = ("paper", "eval")
 ARCHITECTURES = ("unet", "resnet")
 # The generators p2p builds, from a recipe, a checkpoint, a model folder or a published file.
 # U-Nets of 5 (unet_32) to 9 (unet_512) levels. The published networks use ngf = 64; at 1024 a

@@ -17,11 +17,15 @@ from typing import Any, Literal
 
 import yaml
 
+from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import MODES, Preprocess, as_size
-from p2p.errors import SHOWN_CHARS, P2PError, shown
+from p2p.errors import SHOWN_CHARS, P2PError, human_bytes, shown
 from p2p.limits import MAX_COUNT, MAX_WORKERS
+from p2p.losses import GAN_LOSSES
 from p2p.models import (
     MAX_WIDTH,
+    NORMS,
+    TEST_MODES,
     UNET_DEPTHS,
     DiscriminatorConfig,
     GeneratorConfig,
@@ -36,7 +40,7 @@ ValueRange = list[float]  # [min, max]: the values that map to -1 and 1
 @dataclass
 class DataConfig:
     path: str = "synthetic"  # a dataset name (`p2p data list`) or a folder
-    direction: Literal["AtoB", "BtoA"] = "AtoB"
+    direction: Literal[DIRECTIONS] = "AtoB"
     split: str = "train"
     # Sizes are an int (a square) or [height, width]; see `preprocess` for how they are used.
     load_size: int | list[int] = 286  # resize both images to this size (bicubic) ...
@@ -69,11 +73,11 @@ class DataConfig:
 class ModelConfig:
     num_downs: int = 8  # 8 = unet_256, 7 = unet_128
     ngf: int = 64
-    norm: Literal["batch", "instance", "none"] = "batch"
+    norm: Literal[NORMS] = "batch"
     dropout: bool = True
     ndf: int = 64
     d_layers: int = 3  # 3 = the 70x70 PatchGAN, 1 = 16x16, 0 = pixel GAN
-    d_norm: Literal["batch", "instance", "none"] = "batch"
+    d_norm: Literal[NORMS] = "batch"
     # Fine-tuning: start the generator from these weights (a zoo name, a p2p checkpoint, a run
     # directory, optionally RUN_DIR@best / @latest / @ITERATION, a model folder or
     # hf:OWNER/NAME[@REVISION]) instead of the random init; the discriminator and optimizers
@@ -91,15 +95,17 @@ class TrainConfig:
     beta2: float = 0.999
     schedule: Literal["constant", "linear"] = "constant"
     decay_iters: int = 0  # linear: lr falls to 0 over the last decay_iters iterations
-    gan_loss: Literal["vanilla", "lsgan", "hinge"] = "vanilla"
+    gan_loss: Literal[GAN_LOSSES] = "vanilla"
     lambda_l1: float = 100.0
     seed: int = 0
     log_every: int = 100
     sample_every: int = 1000
     checkpoint_every: int = 5000
     device: str = "auto"  # auto = cuda when present, else cpu
-    # bf16 autocast. auto: on CUDA only (bf16 training on a native-bf16 CPU measured 0.75-0.97x
-    # of fp32 on Zen 4: benchmarks/README.md); true: also on CPUs with native bf16; false: fp32.
+    # bf16 autocast (p2p.training.loop.training_dtype). auto: on CUDA and on CPUs with native
+    # bf16, else fp32 (facades trains 1.46x faster in bf16 on a Zen 4: benchmarks/README.md,
+    # "CPU bf16"); true: bf16, refused where it would be emulated (slower than fp32); false:
+    # fp32, what the four published recipes set.
     amp: Literal["auto", True, False] = "auto"
     channels_last: bool = True  # CUDA only
     fused_adam: bool = True
@@ -109,7 +115,7 @@ class TrainConfig:
     val_every: int = 0  # score the generator on the validation split every N iterations; 0 = off
     val_split: str = ""  # "" = the dataset's val/ split, else its test/ split
     val_images: int = 0  # score at most this many pairs (the first by name); 0 = all of them
-    val_mode: Literal["paper", "eval"] = "paper"  # the test-time mode, as p2p translate's
+    val_mode: Literal[TEST_MODES] = "paper"  # the test-time mode, as p2p translate's
     val_fid: bool = False  # also FID (needs the FID Inception weights, as p2p eval)
     best_metric: Literal["l1", "psnr", "ssim", "fid"] = "l1"  # picks checkpoints/best.pt
     keep_checkpoints: int = 3  # newest checkpoints/iter_NNNNNNNN.pt kept; 0 = latest.pt only
@@ -426,7 +432,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:
     except OSError as exc:
         raise P2PError(f"{path}: cannot read recipe ({exc.strerror})") from None
     if len(data) > MAX_RECIPE_BYTES:
-        raise P2PError(f"{path}: larger than {MAX_RECIPE_BYTES >> 10} KiB, not a recipe",
+        raise P2PError(f"{path}: larger than {human_bytes(MAX_RECIPE_BYTES)}, not a recipe",
                        "see recipes/ for examples")
     try:
         text = data.decode("utf-8")

@@ -36,7 +36,6 @@ from p2p.errors import ImageTooLarge, P2PError
 from p2p.limits import MAX_SEED
 
 MB = 1 << 20
-MODES = ("paper", "eval")
 SEEDS = range(MAX_SEED + 1)
 BAD_SEED = f"the seed must be a whole number from 0 to {SEEDS.stop - 1}"
 
@@ -96,7 +95,7 @@ class Translator:
             raise RequestError(413, f"{name}: {len(data)} bytes, over the limit of "
                                     f"{self.limits.max_bytes}")
         try:
-            width, height = declared_size(data, name)
+            height, width = declared_size(data, name)
         except ImageTooLarge as exc:  # a header declaring more than limits.MAX_PIXELS
             raise RequestError(413, str(exc)) from None
         except P2PError as exc:
@@ -141,8 +140,10 @@ class Translator:
 
 def check_options(mode: str, seed: int | None) -> None:
     """Refuse a test-time mode or seed the generator cannot take (400)."""
-    if mode not in MODES:
-        raise RequestError(400, f"unknown mode {mode!r}; use paper or eval")
+    from p2p.models import TEST_MODES  # here: serve.py stays light to import
+
+    if mode not in TEST_MODES:
+        raise RequestError(400, f"unknown mode {mode!r}; use {' or '.join(TEST_MODES)}")
     if seed is not None and seed not in SEEDS:
         raise RequestError(400, BAD_SEED)
 
@@ -467,6 +468,7 @@ def build_page(translator: Translator, assets: Path, title: str):
     from PIL import Image
 
     from p2p.images import open_image, save_image
+    from p2p.models import TEST_MODES
 
     model = translator.model
     height, width = model.image_size
@@ -550,7 +552,7 @@ def build_page(translator: Translator, assets: Path, title: str):
                     sketch_button = gr.Button("Translate drawing", variant="primary",
                                               elem_id="translate-sketch")
                 with gr.Row():
-                    mode = gr.Radio(list(MODES), value="paper", label="test-time mode",
+                    mode = gr.Radio(list(TEST_MODES), value="paper", label="test-time mode",
                                     info="paper: dropout on, each image's own batch-norm "
                                     "statistics; eval: deterministic")
                     seed = gr.Number(value=0, precision=0, label="seed",

@@ -74,7 +74,7 @@ from p2p.images import (
     to_channels,
 )
 from p2p.memory import reuse_freed_memory
-from p2p.models import input_multiple
+from p2p.models import TEST_MODES, input_multiple
 from p2p.tiling import check_tiling, default_overlap, translate_tiled
 
 STDIN_NAME = "<stdin>"
@@ -85,7 +85,6 @@ THREADS = min(4, os.cpu_count() or 1)
 Progress = Callable[[int, int | None], None]  # (done, total)
 # What Model() translates in memory: PIL images, (H, W[, C]) arrays, float tensors in [-1, 1].
 Input = Image.Image | np.ndarray | torch.Tensor
-TEST_MODES = ("paper", "eval")
 DEFAULT_BATCH_SIZE = 4  # p2p translate's --batch-size
 
 
@@ -193,7 +192,7 @@ class Model:
         >>> photo = model(Image.open("labels.png"), mode="eval")  # doctest: +SKIP
         """
         if mode not in TEST_MODES:
-            raise P2PError(f"unknown test-time mode {mode!r}", "use paper or eval")
+            raise P2PError(f"unknown test-time mode {mode!r}", f"use {' or '.join(TEST_MODES)}")
         single = not isinstance(image, list)
         images = [image] if single else image
         jobs = []

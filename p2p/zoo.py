@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from p2p import checkpoint
+from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import as_size
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
@@ -457,8 +458,8 @@ def import_file(file: str | os.PathLike, layout: str, name: str, *, direction: s
     if entry_named(name) is not None:
         raise P2PError(f"{name!r} is a registry model",
                        f"use 'p2p zoo pull {name} --from FILE', or choose another name")
-    if direction not in checkpoint.DIRECTIONS:
-        raise P2PError(f"invalid direction {direction!r}", "use AtoB or BtoA")
+    if direction not in DIRECTIONS:
+        raise P2PError(f"invalid direction {direction!r}", f"use {' or '.join(DIRECTIONS)}")
     as_size(image_size, "--image-size")  # refused now, not when the model is used
     file = Path(file)
     if not file.is_file():
@@ -512,7 +513,7 @@ def _imported_listing(name: str) -> Listing:
     source = state.get("source") if isinstance(state, dict) else None
     layout = source.get("layout") if isinstance(source, dict) else None
     direction = state.get("direction") if isinstance(state, dict) else None
-    if layout not in LAYOUTS or direction not in checkpoint.DIRECTIONS:
+    if layout not in LAYOUTS or direction not in DIRECTIONS:
         return Listing(name, "unreadable", "-", "imported", None, False, size,
                        f"{path}: not a checkpoint written by 'p2p zoo import'")
     return Listing(name, f"imported ({layout})", direction, "imported", None, True, size,

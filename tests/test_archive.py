@@ -204,7 +204,7 @@ def test_members_beyond_the_expected_size_are_refused_before_writing(tmp_path, m
     with pytest.raises(P2PError) as err:
         archive.extract(src, work / "out", max_bytes=1 << 20)
     message = str(err.value)
-    assert "unpack to at least 8.4 MB, far beyond the 1.0 MB" in message and "\n" not in message
+    assert "unpack to at least 8.0 MiB, far beyond the 1.0 MiB" in message and "\n" not in message
     # A zip lists every size up front: nothing is written. A tar is a stream: each member's size
     # is checked before it is written.
     assert written == ([] if kind == "zip" else ["facades/train/1.jpg"])
@@ -216,7 +216,7 @@ def test_archive_larger_than_the_free_space_is_refused(tmp_path, monkeypatch):
     src = make_zip(tmp_path / "a.zip", FILES)
     usage = archive.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(archive.shutil, "disk_usage", lambda path: usage._replace(free=1000))
-    with pytest.raises(P2PError, match=r"but only 1 kB is free there \(free some disk space"):
+    with pytest.raises(P2PError, match=r"but only 1 KiB is free there \(free some disk space"):
         archive.extract(src, tmp_path / "out")
     assert_nothing_left(tmp_path, "a.zip")
 

@@ -312,11 +312,11 @@ def test_interrupted_extraction_keeps_the_download_for_the_next_run(http_server,
 
 def test_archive_far_beyond_the_catalogued_size_is_refused(cli, http_server, monkeypatch):
     # The images are 192x96: the catalogue's ceiling is 5 images at twice their raw size.
-    monkeypatch.setitem(catalog.DATASETS, "tiny", dataclasses.replace(TINY, image_size=(192, 96)))
+    monkeypatch.setitem(catalog.DATASETS, "tiny", dataclasses.replace(TINY, image_size=(96, 192)))
     assert catalog.DATASETS["tiny"].max_unpacked_bytes == 5 * 2 * 3 * 192 * 96
     serve(http_server, tar_gz({**layout(), "tiny/train/zeros.bin": bytes(8 << 20)}))
     r = cli("data", "fetch", "tiny")
-    assert_one_line_error(r, "unpack to at least 8.", "far beyond the 553 kB",
+    assert_one_line_error(r, "unpack to at least 8.", "far beyond the 540 KiB",
                           "decompression bomb")
     assert datasets_listing() == []
     serve(http_server)  # the real thing fits

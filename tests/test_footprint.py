@@ -61,8 +61,9 @@ def test_check_refuses_what_cannot_fit_in_one_line(monkeypatch):
     with pytest.raises(P2PError) as info:
         footprint.check_fits(recipe, torch.device("cpu"))
     message = str(info.value)
-    assert "\n" not in message and footprint.human(needed) in message
-    assert footprint.human(needed - 1) + " is free" in message and "lower model.ngf" in message
+    assert "\n" not in message and footprint.human_bytes(needed) in message
+    assert footprint.human_bytes(needed - 1) + " is free" in message
+    assert "lower model.ngf" in message
     monkeypatch.setattr(footprint, "available_bytes", lambda device: needed)
     footprint.check_fits(recipe, torch.device("cpu"))  # exactly enough: allowed
     # Two processes: each holds the networks and half the batch.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from p2p.cli import console
+from p2p.errors import human_bytes
 from p2p.limits import MAX_SIDE
 
 # The core (p2p.data.*) is imported inside the commands, so `p2p --help` and completion skip torch.
@@ -54,12 +55,6 @@ def _stage_bars(unit: str):
         yield progress
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f"~{n / (1 << 30):.1f} GB" if n >= 1 << 30 else f"~{n / (1 << 20):.0f} MB"
-
-
 @app.command("list")
 def list_datasets(root: RootOption = None, as_json: JsonOption = False) -> None:
     """Show the known datasets: halves, splits and image counts, download size, local status."""
@@ -78,8 +73,9 @@ def list_datasets(root: RootOption = None, as_json: JsonOption = False) -> None:
     table = [("NAME", "A | B", "SPLITS", "DOWNLOAD", "LOCAL")]
     for row in rows:
         splits = " ".join(f"{split} {n}" for split, n in row["splits"].items())
-        table.append((row["name"], f"{row['a']} | {row['b']}", splits,
-                      _size(row["download_bytes"]), row["status"]))
+        size = row["download_bytes"]  # the server's listing, rounded: hence "~"
+        download = "-" if size is None else f"~{human_bytes(size)}"
+        table.append((row["name"], f"{row['a']} | {row['b']}", splits, download, row["status"]))
     widths = [max(len(cells[i]) for cells in table) for i in range(len(table[0]))]
     for cells in table:
         padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))

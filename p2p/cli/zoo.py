@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p.cli import console
+from p2p.errors import human_bytes
 from p2p.limits import MAX_SIDE
 
 app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
@@ -19,7 +20,7 @@ app = typer.Typer(help="Published pix2pix weights (mmagic and official), convert
 
 
 def _size(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / 1e6:.1f} MB"
+    return "unknown" if n is None else human_bytes(n)
 
 
 @app.command("list")

@@ -39,7 +39,7 @@ class Dataset:
     size: int | None = None  # exact archive size in bytes, verified when known
     sha256: str | None = None  # archive digest (or prefix), verified when known
     note: str = ""
-    image_size: tuple[int, int] | None = None  # (width, height) of every A|B image
+    image_size: tuple[int, int] | None = None  # (height, width) of every A|B image
 
     @property
     def max_unpacked_bytes(self) -> int | None:
@@ -48,33 +48,33 @@ class Dataset:
         bomb exceeds it. None where the image size is not known."""
         if self.image_size is None:
             return None
-        width, height = self.image_size
-        return sum(self.splits.values()) * 2 * 3 * width * height
+        height, width = self.image_size
+        return sum(self.splits.values()) * 2 * 3 * height * width
 
 
-MB = 1 << 20
-GB = 1 << 30
+MiB = 1 << 20  # the server's listing counts in powers of two
+GiB = 1 << 30
 # No sha256 or exact byte size of the official archives could be established from a source we
 # trust, so downloads are checked by the server's Content-Length and, after extraction, by the
 # image count of every split (counts: pix2pix paper and listings of the extracted archives).
 # Image sizes: 256x256 per half, maps 600x600 (the archives' images, as in ../shared samples).
-HALVES_256, HALVES_600 = (512, 256), (1200, 600)
+HALVES_256, HALVES_600 = (256, 512), (600, 1200)  # (height, width): two halves side by side
 DATASETS: dict[str, Dataset] = {d.name: d for d in [
     Dataset("facades", "photo", "label map", {"train": 400, "val": 100, "test": 106},
-            "facades.tar.gz", 29 * MB, note="CMP Facade Database; published run is BtoA",
+            "facades.tar.gz", 29 * MiB, note="CMP Facade Database; published run is BtoA",
             image_size=HALVES_256),
     Dataset("cityscapes", "photo", "label map", {"train": 2975, "val": 500},
-            "cityscapes.tar.gz", 99 * MB,
+            "cityscapes.tar.gz", 99 * MiB,
             note="Cityscapes license: the server may refuse it; build it from "
                  "cityscapes-dataset.com and use --from", image_size=HALVES_256),
     Dataset("maps", "aerial photo", "map", {"train": 1096, "val": 1098},
-            "maps.tar.gz", 239 * MB, image_size=HALVES_600),
+            "maps.tar.gz", 239 * MiB, image_size=HALVES_600),
     Dataset("edges2shoes", "edges", "photo", {"train": 49825, "val": 200},
-            "edges2shoes.tar.gz", 2 * GB, image_size=HALVES_256),
+            "edges2shoes.tar.gz", 2 * GiB, image_size=HALVES_256),
     Dataset("edges2handbags", "edges", "photo", {"train": 138567, "val": 200},
-            "edges2handbags.tar.gz", 8 * GB, image_size=HALVES_256),
+            "edges2handbags.tar.gz", 8 * GiB, image_size=HALVES_256),
     Dataset("night2day", "night", "day", {"train": 17823, "val": 10, "test": 2287},
-            "night2day.tar.gz", 1900 * MB, image_size=HALVES_256),
+            "night2day.tar.gz", 1900 * MiB, image_size=HALVES_256),
     Dataset("synthetic", "label map", "render", dict(synthetic.SPLITS), None,
             note="generated locally, no network"),
 ]}

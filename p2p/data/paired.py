@@ -44,6 +44,7 @@ Pair = tuple[torch.Tensor, torch.Tensor]
 Decoded = Image.Image | np.ndarray
 CHANNELS_HINT = "set data.in_channels / data.out_channels to the files' channel counts"
 PREFETCH_BATCHES = 2  # batches decoded ahead of the training step (uncached splits)
+DIRECTIONS = ("AtoB", "BtoA")  # AtoB: side A (left, or A/) is the source, B the target
 
 
 def _split_dir(root: Path, split: str) -> Path:
@@ -148,8 +149,8 @@ class PairedImages:
                  ranges: tuple[Sequence[float] | None, Sequence[float] | None] = (None, None),
                  limit: int | None = None):
         """``limit``: only the first ``limit`` pairs (by name)."""
-        if direction not in ("AtoB", "BtoA"):
-            raise P2PError(f"direction must be AtoB or BtoA, got {direction!r}")
+        if direction not in DIRECTIONS:
+            raise P2PError(f"direction must be {' or '.join(DIRECTIONS)}, got {direction!r}")
         self.root = Path(root)
         self.files = find_pairs(root, split)[:limit]
         self.names = [a.name for a, _ in self.files]
