@@ -29,7 +29,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine  # noqa: E402
 
-from p2p import train as core  # noqa: E402
 from p2p import validation  # noqa: E402
 from p2p.data.paired import PairedImages, to_float  # noqa: E402
 from p2p.device import cpu_has_native_bf16  # noqa: E402
@@ -37,6 +36,7 @@ from p2p.images import to_uint8  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
+from p2p.training import loop as core  # noqa: E402
 from p2p.translate import run_generator  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -30,10 +30,10 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, matmul_gflops_per_cpu_second, synchronize  # noqa: E402
 
-from p2p import train as core  # noqa: E402
 from p2p.device import pick_device  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
+from p2p.training import loop as core  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,11 +27,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from p2p import train as core  # noqa: E402
 from p2p import validation  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.metrics import pairs  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
+from p2p.training import loop as core  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

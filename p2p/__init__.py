@@ -8,23 +8,28 @@ The Python API::
     model = p2p.load("facades")  # a zoo name, hf:OWNER/NAME, a model folder, a checkpoint, RUN@best
     photo = model(Image.open("labels.png"))  # PIL, numpy and torch inputs; lists of them
     model.translate("labels/", "photos/")  # files and folders, as `p2p translate` does
+    run = p2p.train("recipes/quickstart.yaml", out="runs/qs", overrides={"train.iters": 200})
+    p2p.Run("runs/qs").load("latest")(Image.open("mask.png")).save("out.png")
 
-``load`` and ``Model`` are imported on first use, so that ``import p2p`` (and the CLI's
-``p2p --help``) does not import torch.
+``load``, ``Model``, ``train`` and ``Run`` are imported on first use, so that ``import p2p``
+(and the CLI's ``p2p --help``) does not import torch.
 """
 
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "load"]
+__all__ = ["Model", "Run", "load", "train"]
+_HOMES = {"Model": "p2p.translate", "load": "p2p.translate", "Run": "p2p.training.run",
+          "train": "p2p.training.run"}
 
 if TYPE_CHECKING:
+    from p2p.training.run import Run, train
     from p2p.translate import Model, load
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from p2p import translate
+    if name in _HOMES:
+        import importlib
 
-        return getattr(translate, name)
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'p2p' has no attribute {name!r}")

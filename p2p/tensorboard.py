@@ -34,7 +34,7 @@ FOLDER = "tensorboard"
 
 @dataclass
 class TensorBoardLog:
-    """Receives ``p2p.train.train``'s ``on_log`` records and ``on_sample`` grids."""
+    """Receives ``p2p.training.loop.train``'s ``on_log`` records and ``on_sample`` grids."""
 
     folder: Path
     summary_writer: type

@@ -1,4 +1,6 @@
-"""Shared fixtures: the CLI run in-process, a local HTTP server, the shared data folder."""
+"""Shared fixtures: the CLI run in-process, a local HTTP server, the shared data folder, a tiny
+training recipe and seeded FID/IS weights. Shared helpers that are not fixtures live in
+p2p_testing.py."""
 
 import http.server
 import os
@@ -172,3 +174,46 @@ def http_server():
     """A LocalServer started for the test and stopped after it."""
     with LocalServer() as server:
         yield server
+
+
+TINY_RECIPE = """
+name: tiny
+data: {{path: {data}, load_size: 36, crop_size: 32, batch_size: 2}}
+model: {{num_downs: 5, ngf: 8, ndf: 8}}
+train: {{iters: {iters}, log_every: 2, sample_every: 4, checkpoint_every: 4}}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny recipe on 6 generated 32x32 pairs; returns a function (iters) -> recipe path.
+    (test_distributed.py has its own, without batch norm.)"""
+    import numpy as np
+
+    from p2p.data.synthetic import make_pair
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    for i in range(6):
+        make_pair(rng, size=32).save(tmp_path / "data" / "train" / f"{i}.png")
+
+    def recipe(iters: int = 8):
+        path = tmp_path / f"tiny{iters}.yaml"
+        path.write_text(TINY_RECIPE.format(data=tmp_path / "data", iters=iters))
+        return path
+
+    return recipe
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A folder holding both weights files (seeded random values, the published structure)."""
+    from p2p_testing import random_fid_network  # late: p2p_testing imports conftest
+
+    from p2p.metrics import inception
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.save(random_fid_network(3).state_dict(), folder / inception.FID_WEIGHTS.filename)
+    torch.manual_seed(4)
+    torch.save(inception.is_network().state_dict(), folder / inception.IS_WEIGHTS.filename)
+    return folder

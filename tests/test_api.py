@@ -135,3 +135,36 @@ def test_import_p2p_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.stdout.split() == ["False", "True"], done.stderr
+
+
+def tiny_recipe(data: Path) -> dict:
+    return {"name": "tiny", "data": {"path": str(data), "load_size": 36, "crop_size": 32},
+            "model": {"num_downs": 5, "ngf": 4, "ndf": 4},
+            "train": {"iters": 2, "log_every": 1, "sample_every": 2, "checkpoint_every": 2,
+                      "keep_checkpoints": 3}}
+
+
+def test_train_then_read_the_run_and_resume_it(tmp_path):
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(noise((32, 64, 3), seed=i)).save(tmp_path / "data" / "train" / f"{i}.png")
+    records = []
+    run = p2p.train(tiny_recipe(tmp_path / "data"), out=tmp_path / "run",
+                    progress=records.append)
+    assert isinstance(run, p2p.Run) and run.path == tmp_path / "run"
+    assert [r["iteration"] for r in records] == [1, 2] == [r["iteration"] for r in run.log]
+    assert run.history == [2] and run.metrics is None and run.best is None
+    assert run.recipe.train.iters == 2 and run.checkpoint() == run.checkpoint("latest")
+    model = run.load("latest", device="cpu")
+    image = noise((32, 32, 3))
+    assert np.array_equal(model(image, mode="eval"),
+                          p2p.load(run.checkpoint(2), device="cpu")(image, mode="eval"))
+
+    resumed = p2p.train(None, out=run.path, resume=True, overrides={"train.iters": 3})
+    assert resumed.history == [2, 3] and resumed.log[-1]["iteration"] == 3
+    with pytest.raises(P2PError, match="keeps its recipe"):
+        p2p.train(None, out=run.path, resume=True, overrides={"train.lr": 1e-3})
+    with pytest.raises(P2PError, match="already has a checkpoint"):
+        p2p.train(tiny_recipe(tmp_path / "data"), out=run.path)
+    with pytest.raises(P2PError, match="not a run directory"):
+        p2p.Run(tmp_path / "data")

@@ -102,7 +102,7 @@ import torch
 from p2p import distributed
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
-from p2p.train import build_models, train_step
+from p2p.training.loop import build_models, train_step
 
 out = Path(sys.argv[1])
 recipe = recipe_from_dict({"data": {"batch_size": 2, "crop_size": 32, "load_size": 32},
@@ -158,7 +158,7 @@ def two_ranks(tmp_path_factory) -> Path:
 def test_two_ranks_of_batch_1_get_the_gradients_of_one_rank_of_batch_2(two_ranks):
     import contextlib
 
-    from p2p.train import build_models, train_step
+    from p2p.training.loop import build_models, train_step
 
     recipe = recipe_from_dict({"data": {"batch_size": 2, "crop_size": 32, "load_size": 32},
                                "model": {"num_downs": 5, "ngf": 8, "ndf": 8, "norm": "instance",

@@ -8,7 +8,7 @@ from p2p import footprint
 from p2p.errors import P2PError
 from p2p.models import count_parameters
 from p2p.recipe import recipe_from_dict
-from p2p.train import build_models
+from p2p.training.loop import build_models
 
 
 def small_recipe(num_downs, ngf, norm, d_layers, in_channels=3, batch=2):

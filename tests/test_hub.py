@@ -1,20 +1,17 @@
 """Hugging Face model folders: export from a run or the zoo, load with -c, fetch hf: from a local
 mirror of the Hub's HTTP API (HF_ENDPOINT), offline reuse, and the failures."""
 
-import hashlib
-import http.server
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import LocalHTTP, skip_or_fail
+from conftest import skip_or_fail
+from p2p_testing import HubMirror, p2p_process, published_file
 from PIL import Image
 
 from p2p import hub
@@ -22,7 +19,6 @@ from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 def tiny_generator(seed: int = 0) -> UnetGenerator:
@@ -132,8 +128,6 @@ def test_export_replaces_only_a_model_folder(cli, tmp_path):
 
 def test_converted_zoo_model_exports_with_its_license(cli, tmp_path):
     # A generator in the official layout, imported into the zoo, exported as a folder.
-    from tests.test_zoo import published_file
-
     (tmp_path / "latest_net_G.pth").write_bytes(published_file("official", seed=3)[1])
     r = cli("zoo", "import", tmp_path / "latest_net_G.pth", "--format", "official",
             "--name", "mine", "--direction", "BtoA", "--image-size", "32")
@@ -161,51 +155,6 @@ def test_broken_folders_are_one_line_errors(cli, tmp_path):
 
 # ---- hf: through a local mirror of the Hub -----------------------------------------------
 
-class HubMirror(LocalHTTP):
-    """The Hub's HTTP API as huggingface_hub's snapshot_download reads it, for one repository:
-    repo info (/api/models/REPO/revision/REV), the file tree (/api/models/REPO/tree/REV), and
-    HEAD/GET of /REPO/resolve/REV/FILE with X-Repo-Commit, ETag and Content-Length."""
-
-    def __init__(self, repo: str, files: dict[str, bytes], revisions=("main",)):
-        self.repo, self.files, self.known = repo, files, (*revisions, COMMIT)
-        self.requests: list[str] = []
-        super().__init__(self.answer)
-
-    def answer(self, request: http.server.BaseHTTPRequestHandler, head: bool) -> None:
-        repo, files, known = self.repo, self.files, self.known
-        path = unquote(urlsplit(request.path).path)
-        self.requests.append(f"{request.command} {path}")
-        api = f"/api/models/{repo}/"
-        if path.startswith(api + "revision/") and path[len(api) + 9:] in known:
-            body = json.dumps({"id": repo, "sha": COMMIT, "siblings": [
-                {"rfilename": name} for name in files]}).encode()
-            return send(request, 200, body, {"Content-Type": "application/json"}, head)
-        if path.startswith(api + "tree/") and path[len(api) + 5:] in known:
-            body = json.dumps([{"type": "file", "path": name, "size": len(data),
-                                "oid": hashlib.sha1(data).hexdigest()}
-                               for name, data in files.items()]).encode()
-            return send(request, 200, body, {"Content-Type": "application/json"}, head)
-        for rev in known:
-            prefix = f"/{repo}/resolve/{rev}/"
-            if path.startswith(prefix) and path[len(prefix):] in files:
-                data = files[path[len(prefix):]]
-                etag = f'"{hashlib.sha256(data).hexdigest()}"'
-                return send(request, 200, data, {"X-Repo-Commit": COMMIT, "ETag": etag}, head)
-        send(request, 404, b'{"error": "Repository not found"}',
-             {"Content-Type": "application/json", "X-Error-Code": "RepoNotFound"}, head)
-
-
-def send(request: http.server.BaseHTTPRequestHandler, status: int, body: bytes,
-         headers: dict[str, str], head: bool) -> None:
-    request.send_response(status)
-    for key, value in headers.items():
-        request.send_header(key, value)
-    request.send_header("Content-Length", str(len(body)))
-    request.end_headers()
-    if not head:
-        request.wfile.write(body)
-
-
 @pytest.fixture
 def exported(cli, tmp_path) -> Path:
     try:
@@ -215,12 +164,6 @@ def exported(cli, tmp_path) -> Path:
     out = tmp_path / "model"
     assert cli("zoo", "export", make_run(tmp_path / "run"), out, "--format", "hf").exit_code == 0
     return out
-
-
-def p2p_process(args: list, env: dict) -> subprocess.CompletedProcess:
-    # A fresh process: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is imported.
-    return subprocess.run([sys.executable, "-m", "p2p", *map(str, args)], capture_output=True,
-                          env=env, cwd=ROOT, timeout=300)
 
 
 @pytest.mark.slow

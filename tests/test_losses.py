@@ -5,7 +5,7 @@ import torch
 
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.recipe import recipe_from_dict
-from p2p.train import lr_factor
+from p2p.training.loop import lr_factor
 
 
 def test_vanilla_is_binary_cross_entropy_on_logits():

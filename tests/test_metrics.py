@@ -7,13 +7,13 @@ Inception at 299x299 costs about a second per image on 2 cores, so only a handfu
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from p2p_testing import random_fid_network, write_images
 from PIL import Image
 from scipy.stats import entropy
 
@@ -23,32 +23,10 @@ from p2p.metrics import fid, inception, inception_score
 from p2p.metrics.features import Settings, Tally, network_outputs, preprocessed_batches
 
 
-def random_fid_network(seed: int = 0) -> inception.FIDInception:
-    """The FID Inception with weights that keep activations O(1) through its 90-odd layers."""
-    torch.manual_seed(seed)
-    network = inception.FIDInception()
-    for module in network.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    return network.eval().requires_grad_(False)
-
-
 def state_bytes(network: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.save(network.state_dict(), buffer)
     return buffer.getvalue()
-
-
-def write_images(folder: Path, count: int, size: tuple[int, int] = (40, 48), seed: int = 0,
-                 ext: str = "png") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        ramp = np.linspace(0, 255, size[1])[None, :, None] * rng.uniform(0.2, 1, size=3)
-        noise = rng.integers(0, 60, size=(*size, 3))
-        pixels = np.clip(ramp + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:03d}.{ext}")
-    return folder
 
 
 # ---- structure -------------------------------------------------------------------------------

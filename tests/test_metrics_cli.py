@@ -9,21 +9,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from test_metrics import random_fid_network, write_images
+from p2p_testing import write_images
 
-from p2p.metrics import fid, inception
+from p2p.metrics import fid
 from p2p.metrics.features import Settings
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A folder holding both weights files (seeded random values, the published structure)."""
-    folder = tmp_path_factory.mktemp("weights")
-    torch.save(random_fid_network(3).state_dict(), folder / inception.FID_WEIGHTS.filename)
-    torch.manual_seed(4)
-    torch.save(inception.is_network().state_dict(), folder / inception.IS_WEIGHTS.filename)
-    return folder
 
 
 def test_fid_between_statistics_files_prints_exactly_the_documented_json(cli, tmp_path):

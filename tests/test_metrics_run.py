@@ -14,7 +14,7 @@ from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import fid, inception, inception_score, protocol
+from p2p.metrics import fid, inception_score, protocol
 from p2p.metrics.features import Settings
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
 
@@ -124,17 +124,6 @@ def test_tasks_and_recipes_pick_the_tables_split_direction_and_size():
     assert quick.row is None and quick.split is None
     with pytest.raises(P2PError, match="facades, aerial2maps, maps2aerial, edges2shoes"):
         protocol.target_for_task("facade")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    from test_metrics import random_fid_network
-
-    folder = tmp_path_factory.mktemp("weights")
-    torch.save(random_fid_network(3).state_dict(), folder / inception.FID_WEIGHTS.filename)
-    torch.manual_seed(4)
-    torch.save(inception.is_network().state_dict(), folder / inception.IS_WEIGHTS.filename)
-    return folder
 
 
 def test_run_prints_the_documented_json_and_the_table_beside_the_published_rows(

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_metrics import write_images
-from test_metrics_cli import weights  # noqa: F401 - a fixture
-from test_train import tiny  # noqa: F401 - a fixture
-from test_zoo import published_file
+from p2p_testing import published_file, write_images
 
 from p2p import checkpoint
 from p2p.data import catalog
@@ -294,7 +291,7 @@ with catalog.preparing(target):
 # The real CLI, with one start-up step made to wait for a line on stdin after saying so.
 STALLED_START = """
 import sys
-from p2p import train
+from p2p.training import loop as train
 step = getattr(train, sys.argv[1])
 
 def stalled(*args, **kwargs):

@@ -1,17 +1,14 @@
-import base64
-import html.parser
 import importlib.util
-import io
 import json
 import shutil
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 
 import torch
 from conftest import skip_or_fail
 from hypothesis import given
 from hypothesis import strategies as st
+from p2p_testing import parse_self_contained
 from PIL import Image
 
 from p2p import report
@@ -42,51 +39,9 @@ def make_run(root, logged=range(10, 60, 10), samples=(20, 40), metrics=None, nam
     return run
 
 
-class Page(html.parser.HTMLParser):
-    """Collects what a self-contained check needs: every tag with its attributes, and text."""
-
-    def __init__(self):
-        super().__init__()
-        self.tags, self.text = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_data(self, data):
-        self.text.append(data)
 
 
-def parse_self_contained(path):
-    """Parse the report; assert it references nothing outside itself; return (page, images)
-    where images are (mime, bytes) of every <img>."""
-    source = path.read_text()
-    page = Page()
-    page.feed(source)
-    page.close()
-    tags = [tag for tag, _ in page.tags]
-    assert tags[:2] == ["html", "head"] and "body" in tags
-    assert not {"link", "script", "iframe", "object", "embed", "base"} & set(tags)
-    assert "url(" not in source and "@import" not in source
-    images = []
-    for tag, attrs in page.tags:
-        for key in ("href", "srcset", "poster", "background", "action"):
-            assert key not in attrs, (tag, attrs)
-        if "src" in attrs:
-            assert tag == "img"
-            head, _, payload = attrs["src"].partition(",")
-            assert head.startswith("data:image/") and head.endswith(";base64"), head[:60]
-            images.append((head[5:-7], base64.b64decode(payload, validate=True)))
-    assert all(tag != "img" or "src" in attrs for tag, attrs in page.tags)
-    for mime, data in images:
-        if mime == "image/svg+xml":
-            svg = ET.fromstring(data)  # well-formed
-            for element in svg.iter():
-                for key, value in element.attrib.items():
-                    if key.endswith("href"):
-                        assert value.startswith("#"), value  # only links inside the SVG
-        else:
-            Image.open(io.BytesIO(data)).verify()
-    return page, images
+
 
 
 def test_report_is_one_self_contained_file(cli, tmp_path):

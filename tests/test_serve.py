@@ -3,7 +3,6 @@ uploads, limits, the bounded queue, 16 concurrent clients, the sketch canvas and
 examples from the val split, and a real process stopped by SIGTERM and Ctrl-C."""
 
 import contextlib
-import io
 import re
 import signal
 import subprocess
@@ -17,84 +16,20 @@ import numpy as np
 import pytest
 import requests
 import torch
-from conftest import skip_or_fail
+from conftest import ROOT
+from p2p_testing import make_dataset, make_serve_checkpoint, png, running, size_of, web_stack
 from PIL import Image
 
 from p2p import serve, translate  # serve.py imports the web stack only where it is used
 from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def png(width: int, height: int, seed: int = 0, solid: bool = False) -> bytes:
-    rng = np.random.default_rng(seed)
-    array = (np.full((height, width, 3), 90, np.uint8) if solid
-             else rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def size_of(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as img:
-        return img.size
-
-
-def make_dataset(folder: Path, pairs: int = 3) -> Path:
-    """A tiny A|B dataset with a val split: A red-ish on the left, B blue-ish on the right."""
-    for split in ("train", "val"):
-        (folder / split).mkdir(parents=True)
-        for i in range(pairs):
-            pair = np.zeros((32, 64, 3), np.uint8)
-            pair[:, :32, 0] = 200 + i
-            pair[:, 32:, 2] = 200 + i
-            Image.fromarray(pair).save(folder / split / f"{i}.png")
-    return folder
-
-
-def make_checkpoint(path: Path, dataset: Path | str | None = None, direction: str = "BtoA"
-                    ) -> Path:
-    torch.manual_seed(0)
-    generator = init_weights(UnetGenerator(GeneratorConfig(num_downs=5, ngf=4)))
-    state = generator_state(generator, direction, 32)
-    if dataset is not None:
-        state["recipe"] = {"data": {"path": str(dataset), "direction": direction}}
-    save_checkpoint(path, state)
-    return path
-
-
-def web_stack() -> None:
-    try:
-        import fastapi  # noqa: F401
-        import gradio  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", "CI")
-
-
-@contextlib.contextmanager
-def running(app, limits: serve.Limits = serve.Limits()):
-    """``app`` served as ``p2p serve`` serves it, in a thread on a free port of 127.0.0.1."""
-    sock = serve.bind("127.0.0.1", 0)
-    server = serve.server(app, limits)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            assert thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve")
     dataset = make_dataset(root / "data")
-    return {"dataset": dataset, "checkpoint": make_checkpoint(root / "tiny.pt", dataset),
+    return {"dataset": dataset, "checkpoint": make_serve_checkpoint(root / "tiny.pt", dataset),
             "assets": Path(tmp_path_factory.mktemp("assets"))}
 
 

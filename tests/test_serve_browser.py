@@ -41,11 +41,12 @@ def page_server(tmp_path_factory):
         import uvicorn  # noqa: F401
     except ImportError:
         skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", "CI")
+    from p2p_testing import make_dataset, make_serve_checkpoint, running
+
     from p2p import serve, translate
-    from tests.test_serve import make_checkpoint, make_dataset, running
 
     root = tmp_path_factory.mktemp("browser")
-    checkpoint = make_checkpoint(root / "tiny.pt", make_dataset(root / "data"))
+    checkpoint = make_serve_checkpoint(root / "tiny.pt", make_dataset(root / "data"))
     translator = serve.Translator(translate.load_model(checkpoint, device="cpu"))
     inputs: list[bytes] = []
     original = translator.translate

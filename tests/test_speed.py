@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from p2p import memory
-from p2p import train as core
 from p2p.recipe import recipe_from_dict
+from p2p.training import loop as core
 
 FAULTS = """
 import resource, torch

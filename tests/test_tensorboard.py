@@ -2,21 +2,11 @@ import sys
 
 import pytest
 import torch
-from test_report import parse_self_contained
-from test_train import tiny  # noqa: F401  (fixture)
+from p2p_testing import parse_self_contained, read_events
 
 pytest.importorskip("tensorboard")
-from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
-    EventAccumulator,
-)
 
 from p2p.tensorboard import SAMPLE_TAG, SCALAR_TAGS, open_tensorboard  # noqa: E402
-
-
-def read_events(folder):
-    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
-    events.Reload()
-    return events
 
 
 def test_train_logs_scalars_and_samples_then_reports(cli, tiny, tmp_path):  # noqa: F811

@@ -9,32 +9,6 @@ import pytest
 import torch
 
 from p2p.checkpoint import load_checkpoint, load_generator
-from p2p.data.synthetic import make_pair
-
-TINY = """
-name: tiny
-data: {{path: {data}, load_size: 36, crop_size: 32, batch_size: 2}}
-model: {{num_downs: 5, ngf: 8, ndf: 8}}
-train: {{iters: {iters}, log_every: 2, sample_every: 4, checkpoint_every: 4}}
-"""
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    """A tiny recipe on 6 generated 32x32 pairs; returns a function (iters) -> recipe path."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    (tmp_path / "data" / "train").mkdir(parents=True)
-    for i in range(6):
-        make_pair(rng, size=32).save(tmp_path / "data" / "train" / f"{i}.png")
-
-    def recipe(iters: int = 8):
-        path = tmp_path / f"tiny{iters}.yaml"
-        path.write_text(TINY.format(data=tmp_path / "data", iters=iters))
-        return path
-
-    return recipe
 
 
 def test_train_writes_a_complete_run(cli, tiny, tmp_path):
@@ -179,8 +153,9 @@ def test_amp_is_bf16_autocast_where_the_cpu_has_native_bf16(amp, native, tiny, m
     """auto (the default) and true: bf16 autocast on CPUs with native bf16; false: fp32."""
     from pathlib import Path
 
-    from p2p import device, train
+    from p2p import device
     from p2p.recipe import load_recipe
+    from p2p.training import loop as train
 
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
     recipe = load_recipe(tiny(2), [f"train.amp={str(amp).lower()}"])

@@ -12,22 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from p2p_testing import make_checkpoint, size_of
 from PIL import Image
 
-from p2p.checkpoint import generator_state, save_checkpoint
-from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def make_checkpoint(path: Path, direction: str = "AtoB", image_size: int = 32,
-                    **config) -> Path:
-    torch.manual_seed(0)
-    config = {"num_downs": 5, "ngf": 8, **config}
-    generator = init_weights(UnetGenerator(GeneratorConfig(**config)))
-    save_checkpoint(path, generator_state(generator, direction, image_size))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +29,6 @@ def write_image(path: Path, height: int, width: int, mode: str = "RGB", seed: in
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode).save(path)
     return path
-
-
-def size_of(path_or_bytes) -> tuple[int, int]:
-    source = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
-    with Image.open(source) as img:
-        return img.size
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import skip_or_fail
+from p2p_testing import SMALL, HubMirror, PublishedUnet, p2p_process, seeded
 from PIL import Image
 
 from p2p import checkpoint, hub, safe_pickle, zoo
@@ -234,8 +235,6 @@ def test_compressed_records_are_refused_before_loading(cli, tmp_path, monkeypatc
 # ---- zoo import --------------------------------------------------------------------------------
 
 def _published(change) -> dict:
-    from tests.test_zoo import SMALL, PublishedUnet, seeded
-
     tensors = dict(seeded(PublishedUnet("official", **SMALL), 0).state_dict())
     change(tensors)
     return tensors
@@ -409,8 +408,6 @@ def test_init_from_an_hf_reference(exported, data, tmp_path):
         import huggingface_hub  # noqa: F401
     except ImportError:
         skip_or_fail("the hf extra is not installed: pip install -e '.[hf]'", "CI")
-    from test_hub import HubMirror, p2p_process
-
     files = {name: (exported / name).read_bytes() for name in ("config.json", "model.safetensors")}
     recipe = tiny_recipe(tmp_path / "tune.yaml", data, model={"init_from": "hf:someone/tiny@v1"})
     with HubMirror("someone/tiny", files, revisions=("main", "v1")) as mirror:

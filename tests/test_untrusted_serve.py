@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from test_serve import ROOT, make_checkpoint, make_dataset, png, running, size_of, web_stack
+from conftest import ROOT
+from p2p_testing import make_dataset, make_serve_checkpoint, png, running, size_of, web_stack
 
 from p2p import serve, translate
 
@@ -40,7 +41,7 @@ def site(tmp_path_factory):
     web_stack()
     root = tmp_path_factory.mktemp("untrusted")
     dataset = make_dataset(root / "data")
-    model = translate.load_model(make_checkpoint(root / "tiny.pt", dataset), device="cpu")
+    model = translate.load_model(make_serve_checkpoint(root / "tiny.pt", dataset), device="cpu")
     secret = root / "secret.txt"
     secret.write_text(SECRET)
     translator = serve.Translator(model)
@@ -274,7 +275,7 @@ def test_a_real_process_under_stalled_uploads_and_probes(tmp_path):
     the others are refused before their bodies; the body timeout then closes the two. User
     errors before that (EPS bytes, a huge seed, a server path) leave no traceback in its log."""
     web_stack()
-    checkpoint = make_checkpoint(tmp_path / "tiny.pt", make_dataset(tmp_path / "data"))
+    checkpoint = make_serve_checkpoint(tmp_path / "tiny.pt", make_dataset(tmp_path / "data"))
     process = subprocess.Popen(
         [sys.executable, "-m", "p2p", "serve", "-c", str(checkpoint), "--port", "0",
          "--queue", "2", "--max-upload-mb", "15", "--body-timeout", "3"],

@@ -165,7 +165,7 @@ def test_fine_tuning_starts_from_the_weights_records_them_and_resumes_without_th
     # The generator starts as the source's, D and the optimizers fresh.
     from p2p.distributed import World
     from p2p.recipe import load_recipe
-    from p2p.train import build_models, init_generator
+    from p2p.training.loop import build_models, init_generator
 
     models = build_models(load_recipe(tune), torch.device("cpu"))
     fresh_d = {k: v.clone() for k, v in models.discriminator.state_dict().items()}
@@ -246,7 +246,7 @@ def test_val_fid_compares_the_float_outputs_with_the_cached_real_statistics(
     from p2p import validation
     from p2p.metrics import fid, inception
     from p2p.recipe import load_recipe
-    from p2p.train import build_models
+    from p2p.training.loop import build_models
     from p2p.translate import run_generator
 
     monkeypatch.setattr(inception, "fid_inception", lambda weights, progress: ChannelMeans())
@@ -303,7 +303,7 @@ def test_keep_checkpoints_zero_and_missing_validation_split(cli, recipe, tmp_pat
 
 
 def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, recipe, tmp_path):
-    from test_report import parse_self_contained
+    from p2p_testing import parse_self_contained
 
     from p2p.report import read_log
 
@@ -326,7 +326,7 @@ def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, rec
     if importlib.util.find_spec("matplotlib") is not None:
         assert [mime for mime, _ in images].count("image/svg+xml") == 2  # losses, validation
     if tensorboard:
-        from test_tensorboard import read_events
+        from p2p_testing import read_events
 
         events = read_events(run / "tensorboard")
         for tag in ("val/L1", "val/PSNR", "val/SSIM"):

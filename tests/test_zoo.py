@@ -1,13 +1,11 @@
 """The zoo: fake published checkpoints in both key layouts, served locally, pulled and converted.
 
-The "published" generators here are built by a small recursive U-Net written for these tests from
-the published module trees (official: one Sequential per level; mmagic: ConvModule-like units with
-``conv`` and ``bn`` children), so the conversion is checked against an independent implementation:
-same outputs, not only same keys.
+The "published" generators here are built by a small recursive U-Net written for these tests
+(PublishedUnet in p2p_testing.py) from the published module trees (official: one Sequential per
+level; mmagic: ConvModule-like units with ``conv`` and ``bn`` children), so the conversion is
+checked against an independent implementation: same outputs, not only same keys.
 """
 
-import collections
-import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -19,7 +17,6 @@ import pathlib
 import pickle
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -27,175 +24,20 @@ import torch
 from conftest import skip_or_fail
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from p2p_testing import (
+    SIZE,
+    SMALL,
+    HistoryBuffer,
+    PublishedUnet,
+    published_file,
+    seeded,
+    stand_in_modules,
+)
 from torch import nn
 
 from p2p import checkpoint, zoo
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
-
-SMALL = {"num_downs": 6, "ngf": 8}
-SIZE = 64  # 2**6: the innermost level is 1x1, as in unet_256 at 256
-
-
-class ConvUnit(nn.Module):
-    """An mmcv ConvModule with order (act, conv, norm): children ``conv`` and ``bn``."""
-
-    def __init__(self, conv: nn.Module, act: nn.Module | None, norm: nn.Module | None):
-        super().__init__()
-        self.act, self.conv = act, conv
-        if norm is not None:
-            self.bn = norm
-
-    def forward(self, x):
-        x = self.conv(x if self.act is None else self.act(x))
-        return self.bn(x) if hasattr(self, "bn") else x
-
-
-class PublishedBlock(nn.Module):
-    """One level of the published recursive U-Net: ``model`` = down, submodule, up, tail."""
-
-    def __init__(self, layout, outer, inner, in_ch, sub, outermost=False, innermost=False,
-                 dropout=False, norm="batch"):
-        super().__init__()
-        self.outermost = outermost
-        # Instance norm has no shift of its own (no affine parameters), so the convs carry a bias.
-        bias = norm == "instance"
-
-        def norm_layer(c):
-            return nn.BatchNorm2d(c) if norm == "batch" else nn.InstanceNorm2d(c)
-
-        down_act = None if outermost else nn.LeakyReLU(0.2)
-        down_conv = nn.Conv2d(in_ch, inner, 4, 2, 1, bias=bias)
-        down_norm = None if outermost or innermost else norm_layer(inner)
-        up_conv = nn.ConvTranspose2d(inner if innermost else inner * 2, outer, 4, 2, 1,
-                                     bias=outermost or bias)
-        up_norm = None if outermost else norm_layer(outer)
-        tail = [nn.Tanh()] if outermost else [nn.Dropout(0.5)] if dropout else []
-        middle = [] if innermost else [sub]
-        if layout == "official":
-            down = [m for m in (down_act, down_conv, down_norm) if m is not None]
-            up = [m for m in (nn.ReLU(), up_conv, up_norm) if m is not None]
-        else:
-            down, up = [ConvUnit(down_conv, down_act, down_norm)], [ConvUnit(up_conv, nn.ReLU(),
-                                                                              up_norm)]
-        self.model = nn.Sequential(*down, *middle, *up, *tail)
-
-    def forward(self, x):
-        y = self.model(x)
-        return y if self.outermost else torch.cat([x, y], 1)
-
-
-class PublishedUnet(nn.Module):
-    def __init__(self, layout, num_downs=8, ngf=64, in_ch=3, out_ch=3, norm="batch"):
-        super().__init__()
-        block = PublishedBlock(layout, ngf * 8, ngf * 8, ngf * 8, None, innermost=True, norm=norm)
-        for _ in range(num_downs - 5):
-            block = PublishedBlock(layout, ngf * 8, ngf * 8, ngf * 8, block, dropout=True,
-                                   norm=norm)
-        for mult in (4, 2, 1):
-            block = PublishedBlock(layout, ngf * mult, ngf * mult * 2, ngf * mult, block,
-                                   norm=norm)
-        self.model = PublishedBlock(layout, out_ch, ngf, in_ch, block, outermost=True, norm=norm)
-
-    def forward(self, x):
-        return self.model(x)
-
-
-def seeded(module: nn.Module, seed: int) -> nn.Module:
-    """Random values in every tensor (biases and running statistics too), so nothing is neutral."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                t.fill_(123)
-            elif name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * 0.1)
-    return module
-
-
-def published_file(layout: str, *, seed=0, domain="photo", drop_batches_tracked=False,
-                   mmengine=False, **shape) -> tuple[PublishedUnet, bytes]:
-    source = seeded(PublishedUnet(layout, **{**SMALL, **shape}), seed)
-    weights = source.state_dict()
-    if drop_batches_tracked:  # as saved by PyTorch < 0.4.1
-        weights = {k: v for k, v in weights.items() if not k.endswith("num_batches_tracked")}
-    if layout == "mmagic":
-        state_dict = {**{f"generators.{domain}.{k}": v for k, v in weights.items()},
-                      "discriminators.photo.model.0.conv.weight":
-                          torch.randn(8, 6, 4, 4, generator=torch.Generator().manual_seed(seed))}
-        weights = {"meta": {"mmcv_version": "1.3.12", "iter": 80000}, "state_dict": state_dict}
-        if mmengine:
-            return source, mmengine_checkpoint(source, state_dict)
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    return source, buffer.getvalue()
-
-
-@contextlib.contextmanager
-def stand_in_modules(**classes):
-    """Register modules named like mmengine's holding ``classes`` ({"module:Name": class}), so
-    that pickle writes their names; they are gone again afterwards, as on a machine without
-    mmengine."""
-    names = {}
-    for spec, cls in classes.items():
-        module, name = spec.split(":")
-        cls.__module__, cls.__qualname__ = module, name
-        for depth in range(1, module.count(".") + 2):
-            names.setdefault(".".join(module.split(".")[:depth]), {})
-        names[module][name] = cls
-    assert not set(names) & set(sys.modules)
-    for module, members in names.items():
-        sys.modules[module] = types.ModuleType(module)
-        vars(sys.modules[module]).update(members)
-    try:
-        yield
-    finally:
-        for module in names:
-            del sys.modules[module]
-
-
-class HistoryBuffer:
-    """Stands in for mmengine.logging.history_buffer.HistoryBuffer (its attributes, as pickled)."""
-
-    def __init__(self, log_history, count_history, max_length=1000000):
-        self.max_length = max_length
-        self._log_history = np.array(log_history)
-        self._count_history = np.array(count_history)
-
-
-def mmengine_checkpoint(source: nn.Module, state_dict: dict) -> bytes:
-    """An mmagic 1.x checkpoint as mmengine's Runner.save_checkpoint writes it: meta,
-    state_dict, message_hub (HistoryBuffer objects, numpy arrays), optimizer, param_schedulers."""
-    params = list(source.parameters())
-    adam = {"state": {i: {"step": torch.tensor(80000.0), "exp_avg": torch.zeros_like(p),
-                          "exp_avg_sq": torch.ones_like(p)} for i, p in enumerate(params)},
-            "param_groups": [{"lr": 2e-4, "betas": (0.5, 0.999), "eps": 1e-8,
-                              "weight_decay": 0, "amsgrad": False,
-                              "params": list(range(len(params)))}]}
-    scalars = collections.OrderedDict(
-        [("train/loss_pix", HistoryBuffer([12.5, 11.25], [1, 1])),
-         ("train/lr", HistoryBuffer([2e-4], [1]))])
-    checkpoint = {
-        "meta": {"epoch": 0, "iter": 80000, "cfg": "model = dict(type='Pix2Pix')", "seed": 2022,
-                 "experiment_name": "pix2pix_facades", "time": "20230406_120000",
-                 "mmengine_version": "0.7.2", "dataset_meta": {}},
-        "state_dict": collections.OrderedDict(state_dict),
-        "message_hub": {"log_scalars": scalars,
-                        "runtime_info": collections.OrderedDict(
-                            [("iter", 80000), ("max_iters", 80000),
-                             ("dataset_meta", {"classes": np.array(["photo", "mask"])})]),
-                        "resumed_keys": collections.OrderedDict(
-                            [("train/loss_pix", True), ("iter", True)])},
-        "optimizer": {"generators": adam, "discriminators": adam},  # an OptimWrapperDict's
-        "param_schedulers": {"generators": [{"by_epoch": False, "last_step": 80000,
-                                             "base_values": [np.float64(2e-4)]}]},
-    }
-    buffer = io.BytesIO()
-    with stand_in_modules(**{"mmengine.logging.history_buffer:HistoryBuffer": HistoryBuffer}):
-        torch.save(checkpoint, buffer)
-    return buffer.getvalue()
 
 
 def serve(http_server, monkeypatch, name: str, body: bytes, full_hash=False) -> zoo.ZooEntry:

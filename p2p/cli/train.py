@@ -48,11 +48,9 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
     the core takes over the signals."""
     # The core is imported here, not at the top, so `p2p --help` and completion skip torch.
     from p2p import distributed, run_lock
-    from p2p import train as core
-    from p2p.data.catalog import resolve_dataset
-    from p2p.device import pick_device
     from p2p.recipe import load_recipe
     from p2p.tensorboard import open_tensorboard
+    from p2p.training import loop as core
 
     world = distributed.world_from_env()
     if nproc > 1 and world.size > 1:
@@ -74,12 +72,9 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
 
     if tensorboard:
         recipe.train.tensorboard = True
-    if world.is_main:  # one writer per run directory: the others are refused here
-        held.enter_context(run_lock.hold(run_dir))
-    # Refuse what the processes would refuse before they start (under --nproc: said once).
-    device = pick_device(recipe.train.device, "train.device")
-    data_root = resolve_dataset(recipe.data.path)
-    core.preflight(recipe, device, max(nproc, world.size), data_root)
+    # One writer per run directory; what the processes would refuse is refused before they
+    # start (under --nproc: said once).
+    data_root = held.enter_context(core.claimed(recipe, run_dir, nproc))
     if nproc > 1:
         if resume is None:
             core.check_new_run(run_dir)

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed, footprint, validation
+from p2p import distributed, footprint, run_lock, validation
+from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError, StoppedBeforeStart
@@ -401,6 +402,19 @@ def preflight(recipe: Recipe, device: torch.device, processes: int, data_root: P
     footprint.check_fits(recipe, device, processes, half)
     if recipe.train.val_every:
         validation.validation_split(data_root, recipe.train.val_split)
+
+
+@contextlib.contextmanager
+def claimed(recipe: Recipe, run_dir: Path, processes: int) -> Iterator[Path]:
+    """Hold ``run_dir`` for writing (the main process; another is refused, naming the PID of the
+    one training) and refuse, before any data is decoded, what ``processes`` processes could not
+    train (``preflight``). Yields the dataset's folder."""
+    world = distributed.world_from_env()
+    with run_lock.hold(run_dir) if world.is_main else contextlib.nullcontext():
+        device = pick_device(recipe.train.device, "train.device")
+        data_root = resolve_dataset(recipe.data.path)
+        preflight(recipe, device, max(processes, world.size), data_root)
+        yield data_root
 
 
 def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = False,
