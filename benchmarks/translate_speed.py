@@ -37,7 +37,7 @@ from common import matmul_gflops, matmul_gflops_per_cpu_second, timed  # noqa: E
 from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.device import pick_device
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from p2p.translate import TranslateOptions, load_model, plan_jobs, run_generator
+from p2p.translate import TranslateOptions, load, plan_jobs, run_generator
 from p2p.translate import translate as translate_jobs
 
 SIZE = 256
@@ -91,7 +91,7 @@ def main() -> None:
         generator = init_weights(UnetGenerator(GeneratorConfig()))  # unet_256, batch norm
         flops = forward_flops(generator)
         save_checkpoint(tmp / "unet_256.pt", generator_state(generator, "AtoB", SIZE))
-        model = load_model(tmp / "unet_256.pt", device=str(device))
+        model = load(tmp / "unet_256.pt", device=str(device))
         (tmp / "in").mkdir()
         write_inputs(tmp / "in", args.images)
 

@@ -287,13 +287,6 @@ class Model:
         return input_multiple(self.generator.config)
 
 
-def zoo_checkpoint(task: str, progress: Progress | None = None) -> Path:
-    """The checkpoint of the zoo model ``task``, downloaded on first use."""
-    from p2p import zoo  # here: only --task needs the zoo and its download machinery
-
-    return zoo.checkpoint_path(task, progress=progress)
-
-
 def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
          download_progress: Progress | None = None) -> Model:
     """The model ``source`` names, ready to translate: a zoo name (downloaded on first use),
@@ -307,17 +300,6 @@ def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "a
 
     path = zoo.resolve_generator(str(source), download_progress)
     return _load_path(path, device, precision, str(source))
-
-
-def load_model(checkpoint: str | os.PathLike | None = None, task: str | None = None,
-               device: str = "auto", download_progress: Progress | None = None,
-               precision: str = "auto") -> Model:
-    """Load the generator of a checkpoint (file or run directory) or of a zoo ``task``."""
-    if (checkpoint is None) == (task is None):
-        raise P2PError("give a checkpoint or a task, exactly one",
-                       "--checkpoint PATH or --task NAME")
-    path = zoo_checkpoint(task, download_progress) if task is not None else checkpoint
-    return _load_path(path, device, precision, str(task or checkpoint))
 
 
 def _load_path(path: str | os.PathLike, device: str, precision: str, source: str) -> Model:

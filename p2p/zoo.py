@@ -41,6 +41,7 @@ from p2p.paths import write_bytes_atomic, zoo_dir
 LAYOUTS = ("official", "mmagic")
 EXPORT_FORMATS = ("onnx", "torchscript", "hf")
 CHECKPOINT_NAME = "generator.pt"
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a name ending so is a file, not a zoo model
 
 MMAGIC_URL = "https://download.openmmlab.com/mmediting/pix2pix/refactor/"
 OFFICIAL_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/models-pytorch/"
@@ -535,9 +536,13 @@ EXPORT_TOLERANCE = 1e-4
 
 
 def resolve_generator(source: str, progress: Progress | None = None) -> Path:
-    """A checkpoint file, a run directory (``RUN_DIR@best`` etc. select one of its checkpoints),
-    or a zoo name (pulled on first use; zoo names never contain '@')."""
-    if Path(source).exists() or "@" in source:
+    """The one place a model source becomes a file: a checkpoint file, a run directory
+    (``RUN_DIR@best`` etc. select one of its checkpoints), a model folder,
+    ``hf:OWNER/NAME[@REVISION]``, or a zoo name (pulled on first use). Zoo names never contain
+    '@' or '/', so a missing path (or checkpoint file name) is reported as a path, and an unknown
+    name as a zoo name."""
+    if (Path(source).exists() or "@" in source or "/" in source or os.sep in source
+            or Path(source).suffix in CHECKPOINT_SUFFIXES):
         return checkpoint.resolve(source)
     return checkpoint_path(source, progress)
 

@@ -21,7 +21,7 @@ from p2p.errors import P2PError
 from p2p.images import encode_raster, read_raster, save_raster
 from p2p.models import GeneratorConfig, UnetGenerator
 from p2p.recipe import recipe_from_dict
-from p2p.translate import load_model
+from p2p.translate import load
 
 TINY_MODEL = {"num_downs": 5, "ngf": 4, "ndf": 4}
 SMALL_GENERATOR = {"num_downs": 5, "ngf": 4}
@@ -60,7 +60,7 @@ def test_rectangular_crops_train_and_translate_at_their_size(cli, tmp_path):
                                    "crop_size": [64, 96]}
     with Image.open(run / "samples" / "iter_00000002.png") as sample:  # rows of in|out|target
         assert sample.size == (3 * 96, 4 * 64)
-    model = load_model(run, device="cpu")
+    model = load(run, device="cpu")
     assert model.image_size == (64, 96) and model.preprocess.test_size((50, 70), 32) == (64, 96)
     save_raster(random_pixels((50, 70, 3), np.uint8), tmp_path / "in.png")
     r = cli("translate", "-c", run, tmp_path / "in.png", tmp_path / "out.png")

@@ -124,6 +124,9 @@ def test_load_takes_run_directories_and_names_what_it_cannot_find(models, tmp_pa
     assert model.sha256 == p2p.load(models["rgb"], device="cpu").sha256
     with pytest.raises(P2PError, match="unknown zoo model"):
         p2p.load("no-such-model")
+    for missing in ("missing.pt", "runs/missing", f"{tmp_path}/missing@best"):
+        with pytest.raises(P2PError, match="no such checkpoint file or run directory"):
+            p2p.load(missing)
     with pytest.raises(P2PError, match="unknown test-time mode"):
         model(np.zeros((8, 8, 3), np.uint8), mode="train")
     with pytest.raises(P2PError, match="the model reads"):

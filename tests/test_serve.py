@@ -36,7 +36,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(folders):
     web_stack()
-    model = translate.load_model(folders["checkpoint"], device="cpu")
+    model = translate.load(folders["checkpoint"], device="cpu")
     translator = serve.Translator(model)
     app = serve.create_app(translator, folders["assets"])
     with running(app) as url:
@@ -54,7 +54,7 @@ def test_translate_raw_body_and_multipart(server, folders):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert size_of(r.content) == (50, 30)  # the input's size, not the model's
     # The same as `p2p translate` of the same bytes: the API adds no model code of its own.
-    model = translate.load_model(folders["checkpoint"], device="cpu")
+    model = translate.load(folders["checkpoint"], device="cpu")
     report = translate.translate(model, [translate.Job(image, "x", None)],
                                  translate.TranslateOptions(paper_mode=False))
     assert r.content == report.output_bytes
@@ -144,7 +144,7 @@ def test_models_the_page_cannot_show_are_refused(tmp_path):
     torch.manual_seed(0)
     generator = init_weights(UnetGenerator(GeneratorConfig(in_channels=4, num_downs=5, ngf=4)))
     save_checkpoint(tmp_path / "rgbn.pt", generator_state(generator, "AtoB", 32))
-    model = translate.load_model(tmp_path / "rgbn.pt", device="cpu")
+    model = translate.load(tmp_path / "rgbn.pt", device="cpu")
     with pytest.raises(P2PError, match="reads 4 channel"):
         serve.Translator(model)
 

@@ -47,7 +47,7 @@ def page_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("browser")
     checkpoint = make_serve_checkpoint(root / "tiny.pt", make_dataset(root / "data"))
-    translator = serve.Translator(translate.load_model(checkpoint, device="cpu"))
+    translator = serve.Translator(translate.load(checkpoint, device="cpu"))
     inputs: list[bytes] = []
     original = translator.translate
 

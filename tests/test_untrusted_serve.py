@@ -41,7 +41,7 @@ def site(tmp_path_factory):
     web_stack()
     root = tmp_path_factory.mktemp("untrusted")
     dataset = make_dataset(root / "data")
-    model = translate.load_model(make_serve_checkpoint(root / "tiny.pt", dataset), device="cpu")
+    model = translate.load(make_serve_checkpoint(root / "tiny.pt", dataset), device="cpu")
     secret = root / "secret.txt"
     secret.write_text(SECRET)
     translator = serve.Translator(model)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+import p2p
 from p2p.cli import console
 from p2p.cli.translate import CheckpointOption, TaskOption
 from p2p.errors import P2PError
@@ -55,11 +56,10 @@ def serve(
         raise P2PError(f"p2p serve needs the serve extra ({exc.name} is missing)",
                        "pip install 'p2p[serve]'") from None
     from p2p import serve as core
-    from p2p import translate
 
     with contextlib.ExitStack() as bars:
         download = console.lazy_bar(bars, f"downloading {task}", "bytes")
-        model = translate.load_model(checkpoint, task, device, download_progress=download)
+        model = p2p.load(checkpoint or task, device=device, download_progress=download)
     limits = core.Limits(int(max_upload_mb * core.MB), max_pixels, queue, max_connections,
                          header_timeout, body_timeout, int(max_upload_storage_mb * core.MB))
     core.check_open_files(limits)

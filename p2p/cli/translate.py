@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+import p2p
 from p2p.cli import console
 from p2p.errors import P2PError
 from p2p.limits import MAX_COUNT, MAX_SEED, MAX_SIDE
@@ -103,7 +104,7 @@ def translate(
 
     model = None
     if ext is None and checkpoint is not None:  # the default format follows what the model writes
-        model = core.load_model(checkpoint, None, device)
+        model = p2p.load(checkpoint, device=device, precision=precision.value)
     plan = core.plan_jobs(input, output, ext.value if ext else None, overwrite, stdin,
                           png_holds_output=model is None or model.png_holds_output)
 
@@ -112,7 +113,8 @@ def translate(
         if model is None:
             with contextlib.ExitStack() as bars:
                 download = console.lazy_bar(bars, f"downloading {task}", "bytes")
-                model = core.load_model(checkpoint, task, device, download_progress=download)
+                model = p2p.load(checkpoint or task, device=device, precision=precision.value,
+                                 download_progress=download)
         options = core.TranslateOptions(paired=paired, side_by_side=side_by_side,
                                         keep_size=keep_size, paper_mode=not eval_mode,
                                         batch_size=batch_size, seed=seed, skip_bad=skip_bad,

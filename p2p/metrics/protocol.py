@@ -186,8 +186,8 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
             raise P2PError("no checkpoint given", "--checkpoint PATH (a file or a run directory)")
         from p2p import zoo  # only this path needs the zoo and its downloads
 
-        checkpoint = zoo.checkpoint_path(target.row.task, progress=_named(download_progress,
-                                                                          target.row.task))
+        checkpoint = zoo.resolve_generator(target.row.task, _named(download_progress,
+                                                                   target.row.task))
     path = resolve(checkpoint)
     generator, state = load_generator(path, map_location=settings.device)
     if state.get("direction") != target.direction:
