@@ -633,6 +633,24 @@ def split_halves(image: Image.Image | np.ndarray) -> tuple[Image.Image | np.ndar
     return image[:, :half], image[:, half:]
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad (C, H, W) on the right and bottom to sides that are multiples of ``multiple``.
+
+    Reflect padding (no hard edge for the convolutions to react to). It cannot pad more than the
+    side minus one at once, so small images grow in steps; a side of one pixel is replicated.
+    """
+    pad = torch.nn.functional.pad
+    while True:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        if not pad_h and not pad_w:
+            return x
+        if min(height, width) == 1:
+            return pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
+        x = pad(x[None], (0, min(pad_w, width - 1), 0, min(pad_h, height - 1)),
+                mode="reflect")[0]
+
+
 def resize_pixels(x: torch.Tensor, size: tuple[int, int], antialias: bool = True) -> torch.Tensor:
     """Bicubic resize of (C, H, W) to ``size`` (height, width), keeping the dtype (integers are
     rounded and clamped to their depth). ``antialias`` widens the kernel when shrinking, as

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from p2p.errors import P2PError
-from p2p.images import DEPTH_RANGES, normalize, to_uint8
+from p2p.images import DEPTH_RANGES, normalize, pad_to_multiple, to_uint8
 
 
 def default_overlap(tile: int) -> int:
@@ -82,7 +82,6 @@ def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torc
     ``translate.run_generator`` with its generator and mode bound). ``to_input`` turns a slice of
     ``image`` into that float range, ``to_output`` turns blended float rows into ``out_dtype``.
     """
-    from p2p.translate import pad_to_multiple  # translate imports this module
 
     check_tiling(tile, overlap, multiple)
     height, width = image.shape[-2:]

@@ -65,6 +65,7 @@ from p2p.images import (
     list_images,
     normalize,
     output_suffix,
+    pad_to_multiple,
     pil_to_tensor,
     resize_pixels,
     save_image,
@@ -671,23 +672,6 @@ def _read(job: Job, model: Model, options: TranslateOptions):
     source, target = (left, right) if model.direction == "AtoB" else (right, left)
     return (to_channels(source, model.in_channels, job.name, hint),
             to_channels(target, model.out_channels, job.name, hint))
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (C, H, W) on the right and bottom to sides that are multiples of ``multiple``.
-
-    Reflect padding (no hard edge for the convolutions to react to). It cannot pad more than the
-    side minus one at once, so small images grow in steps; a side of one pixel is replicated.
-    """
-    while True:
-        height, width = x.shape[-2:]
-        pad_h, pad_w = -height % multiple, -width % multiple
-        if not pad_h and not pad_w:
-            return x
-        if min(height, width) == 1:
-            return F.pad(x[None], (0, pad_w, 0, pad_h), mode="replicate")[0]
-        x = F.pad(x[None], (0, min(pad_w, width - 1), 0, min(pad_h, height - 1)),
-                  mode="reflect")[0]
 
 
 def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,

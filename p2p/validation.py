@@ -29,10 +29,10 @@ from torch import nn
 
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
-from p2p.images import DEPTH_RANGES, denormalize
+from p2p.images import DEPTH_RANGES, denormalize, pad_to_multiple
 from p2p.metrics import pairs
 from p2p.recipe import Recipe
-from p2p.translate import pad_to_multiple, run_generator, seeded
+from p2p.translate import run_generator, seeded
 
 LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
 
