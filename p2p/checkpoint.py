@@ -26,7 +26,7 @@ from p2p import safe_pickle
 from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import Preprocess, as_size
 from p2p.errors import P2PError, shown
-from p2p.models import GeneratorConfig, build_generator, state_shapes
+from p2p.models import GeneratorConfig, state_shapes
 from p2p.paths import atomic_file, link_atomic
 
 FORMAT = "p2p-checkpoint/1"
@@ -84,59 +84,6 @@ def writes_8bit_images(normalization: dict, out_channels: int) -> bool:
     0..255 (what Pillow writes, and what FID and IS read)."""
     target = normalization["target"]
     return target["dtype"] == "uint8" and not target["explicit"] and out_channels in (1, 3)
-
-
-def resolve(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its ``checkpoints/latest.pt``), or a run directory
-    with a selector: ``RUN_DIR@latest``, ``RUN_DIR@best`` or ``RUN_DIR@ITERATION``.
-
-    Hugging Face model folders (see hub.py) resolve to themselves, ``hf:OWNER/NAME[@REV]`` to
-    the downloaded folder.
-    """
-    from p2p import hub  # light: its dependencies load when a folder is read or fetched
-
-    if hub.is_reference(path):
-        return hub.download(str(path))
-    if hub.is_model_folder(path):
-        return Path(path)
-    path = Path(path)
-    if path.is_dir():
-        latest = path / "checkpoints" / LATEST
-        if not latest.is_file():
-            raise P2PError(f"{path}: no checkpoint in this run directory (expected {latest})",
-                           "train it first or pass a checkpoint file")
-        return latest
-    if path.exists():
-        return path
-    run_dir, at, selector = str(path).rpartition("@")
-    if at and Path(run_dir).is_dir():
-        return _select(Path(run_dir), selector)
-    raise P2PError(f"{path}: no such checkpoint file or run directory")
-
-
-def _select(run_dir: Path, selector: str) -> Path:
-    folder = run_dir / "checkpoints"
-    if selector in ("latest", "best"):
-        chosen = folder / f"{selector}.pt"
-    elif selector.isdigit():
-        chosen = history_path(run_dir, int(selector))
-    else:
-        raise P2PError(f"{run_dir}@{selector}: unknown selector {selector!r}",
-                       "use RUN_DIR@best, RUN_DIR@latest or RUN_DIR@ITERATION")
-    if not chosen.is_file():
-        present = ", ".join(available(run_dir)) or "none"
-        raise P2PError(f"{run_dir}@{selector}: no such checkpoint in this run",
-                       f"it has: {present}")
-    return chosen
-
-
-def run_directory(spec: str | os.PathLike) -> Path | None:
-    """The run directory that ``spec`` (as ``resolve`` takes it) names, if it names one."""
-    path = Path(spec)
-    if path.is_dir():
-        return path
-    run_dir, at, _ = str(path).rpartition("@")
-    return Path(run_dir) if at and not path.exists() and Path(run_dir).is_dir() else None
 
 
 # ---- the checkpoints of a run: latest, the history, the best -----------------------------------
@@ -251,42 +198,6 @@ def _unreadable(path: str | os.PathLike, reason: str = "corrupt, truncated or no
                 "file") -> P2PError:
     return P2PError(f"{path}: not a readable checkpoint ({reason})",
                     "check its size and checksum, or download it again")
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint dict of a checkpoint file, run directory or model folder (see resolve)."""
-    from p2p import hub
-
-    path = resolve(path)
-    if hub.is_model_folder(path):
-        return hub.load_state(path, map_location)
-    state = load_weights_only(path, map_location)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise P2PError(f"{path}: not a p2p checkpoint",
-                       "import published weights with 'p2p zoo import'")
-    return state
-
-
-def weights_file(path: Path) -> Path:
-    """The file holding the tensors of a resolved checkpoint: itself, or a model folder's."""
-    from p2p import hub
-
-    return path / hub.WEIGHTS if hub.is_model_folder(path) else path
-
-
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
-    """Build the generator stored in a checkpoint; returns (generator, checkpoint dict)."""
-    path = resolve(path)
-    state = load_checkpoint(path, map_location)
-    config = check_generator(state, path)
-    generator = build_generator(config)
-    try:
-        generator.load_state_dict(state["generator"])
-    except RuntimeError as exc:  # shapes agree: a dtype that does not convert, say
-        first_line = str(exc).strip().splitlines()[0]
-        raise P2PError(f"{path}: the generator in this checkpoint does not load "
-                       f"({first_line})") from None
-    return generator, state
 
 
 # ---- checks of what a checkpoint or model folder records, before anything is built -----------

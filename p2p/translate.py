@@ -40,11 +40,8 @@ from torch import nn
 
 from p2p.checkpoint import (
     image_size_of,
-    load_generator,
     normalization_of,
     preprocess_of,
-    resolve,
-    weights_file,
     writes_8bit_images,
 )
 from p2p.data.preprocess import Preprocess
@@ -77,6 +74,7 @@ from p2p.images import (
 from p2p.memory import reuse_freed_memory
 from p2p.models import TEST_MODES, input_multiple
 from p2p.tiling import check_tiling, default_overlap, translate_tiled
+from p2p.weights import load_generator, resolve, weights_file
 
 STDIN_NAME = "<stdin>"
 # Pillow and torch release the GIL, so a few threads keep decoding and encoding off the critical
@@ -297,9 +295,7 @@ def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "a
     >>> model = p2p.load("facades")  # doctest: +SKIP
     >>> model = p2p.load("runs/quickstart@latest", device="cpu", precision="fp32")  # doctest: +SKIP
     """
-    from p2p import zoo
-
-    path = zoo.resolve_generator(str(source), download_progress)
+    path = resolve(source, download_progress)
     return _load_path(path, device, precision, str(source))
 
 

@@ -1,4 +1,4 @@
-"""Published pix2pix weights: the registry, pull (download + verify + convert), import and export.
+"""Published pix2pix weights: the registry, pull (download + verify + convert) and import.
 
 Two families are published, with two module trees for the same U-Net:
 
@@ -15,14 +15,13 @@ format recognises it by that layout and maps it onto our ``ResnetGenerator``. Co
 strict: every generator tensor is used, every shape is checked, only ``num_batches_tracked``
 (absent from files saved before PyTorch 0.4.1) may be missing, and a ResNet's instance norms may
 carry running statistics that are dropped (as the official loader drops them). Converted weights
-are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``.
+are p2p checkpoints under ``$P2P_HOME/zoo/NAME/generator.pt``; ``weights.resolve`` finds them
+by name, and export.py writes any model as ONNX, TorchScript or a model folder.
 """
 
 import difflib
-import io
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,9 @@ from p2p.data.preprocess import as_size
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, build_generator, state_shapes
-from p2p.paths import write_bytes_atomic, zoo_dir
+from p2p.paths import zoo_dir
 
 LAYOUTS = ("official", "mmagic")
-EXPORT_FORMATS = ("onnx", "torchscript", "hf")
 CHECKPOINT_NAME = "generator.pt"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a name ending so is a file, not a zoo model
 
@@ -138,12 +136,7 @@ def find_entry(name: str) -> ZooEntry:
 
 
 def checkpoint_path(name: str, progress: Progress | None = None) -> Path:
-    """The local converted checkpoint of zoo entry ``name``, pulled on first use.
-
-    ``hf:OWNER/NAME[@REVISION]`` is a Hugging Face model folder instead, downloaded by hub.py.
-    """
-    if name.startswith("hf:"):
-        return checkpoint.resolve(name)
+    """The local converted checkpoint of zoo entry ``name``, pulled on first use."""
     if not NAME_PATTERN.fullmatch(name):  # never a path out of the zoo folder
         raise _unknown(name)
     path = converted_path(name)
@@ -519,108 +512,3 @@ def _imported_listing(name: str) -> Listing:
                        f"{path}: not a checkpoint written by 'p2p zoo import'")
     return Listing(name, f"imported ({layout})", direction, "imported", None, True, size,
                    channels=_channels(bool(source.get("bgr", False))))
-
-
-# --- export ---------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Exported:
-    path: Path
-    checked_with: str | None  # "torchscript" or "onnxruntime"; None: onnxruntime not installed
-    # Largest output difference to our model on a batch of 2; None where no batch is run (a
-    # Hugging Face folder is checked tensor by tensor).
-    max_abs_diff: float | None
-
-
-EXPORT_TOLERANCE = 1e-4
-
-
-def resolve_generator(source: str, progress: Progress | None = None) -> Path:
-    """The one place a model source becomes a file: a checkpoint file, a run directory
-    (``RUN_DIR@best`` etc. select one of its checkpoints), a model folder,
-    ``hf:OWNER/NAME[@REVISION]``, or a zoo name (pulled on first use). Zoo names never contain
-    '@' or '/', so a missing path (or checkpoint file name) is reported as a path, and an unknown
-    name as a zoo name."""
-    if (Path(source).exists() or "@" in source or "/" in source or os.sep in source
-            or Path(source).suffix in CHECKPOINT_SUFFIXES):
-        return checkpoint.resolve(source)
-    return checkpoint_path(source, progress)
-
-
-def export(source: str, fmt: str, out: str | os.PathLike,
-           progress: Progress | None = None) -> Exported:
-    """Write the generator of ``source`` as ONNX or TorchScript, batch axis dynamic.
-
-    The exported model is the generator in eval mode (running statistics, no dropout): a fixed
-    function that can be checked. It is run on a batch of 2 against ours before it is kept.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise P2PError(f"unknown export format {fmt!r}", f"use one of {', '.join(EXPORT_FORMATS)}")
-    if fmt == "hf":  # a Hugging Face model folder: see hub.py
-        from p2p import hub
-
-        return Exported(hub.export_folder(source, out, progress), "p2p (every tensor read back)",
-                        None)
-    if fmt == "onnx":
-        _onnx()  # fail before any download or conversion
-    generator, state = checkpoint.load_generator(resolve_generator(source, progress))
-    generator.eval()
-    (height, width), channels = checkpoint.image_size_of(state), generator.config.in_channels
-    rng = torch.Generator().manual_seed(0)
-    example = torch.rand(1, channels, height, width, generator=rng) * 2 - 1
-    batch = torch.rand(2, channels, height, width, generator=rng) * 2 - 1
-    with torch.no_grad():
-        expected = generator(batch)
-    # Serialized in memory and written in one atomic write: the exporters' own file writers
-    # abort the process on a full disk (TorchScript) or leave a temporary file behind.
-    with warnings.catch_warnings():
-        # torch marks both exporters as deprecated in favour of torch.export; they still work.
-        warnings.simplefilter("ignore")
-        if fmt == "torchscript":
-            data, actual, checked_with = _export_torchscript(generator, example, batch)
-        else:
-            data, actual, checked_with = _export_onnx(generator, example, batch)
-    diff = None if actual is None else (actual - expected).abs().max().item()
-    if diff is not None and not diff <= EXPORT_TOLERANCE:
-        raise P2PError(f"the exported {fmt} model differs from ours by {diff:.3g} "
-                       f"(tolerance {EXPORT_TOLERANCE}); nothing was written",
-                       "this is a bug in p2p or torch; please report it")
-    write_bytes_atomic(out, data)
-    return Exported(Path(out), checked_with, diff)
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise P2PError("ONNX export needs the onnx package",
-                       "install the extra: pip install 'p2p[onnx]'") from None
-    return onnx
-
-
-def _export_torchscript(generator: nn.Module, example: torch.Tensor,
-                        batch: torch.Tensor) -> tuple[bytes, torch.Tensor, str]:
-    with torch.no_grad():
-        traced = torch.jit.trace(generator, example)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    with torch.no_grad():
-        loaded = torch.jit.load(io.BytesIO(buffer.getvalue())).eval()
-        return buffer.getvalue(), loaded(batch), "torchscript"
-
-
-def _export_onnx(generator: nn.Module, example: torch.Tensor,
-                 batch: torch.Tensor) -> tuple[bytes, torch.Tensor | None, str | None]:
-    axes = {"input": {0: "batch"}, "output": {0: "batch"}}
-    buffer = io.BytesIO()
-    torch.onnx.export(generator, (example,), buffer, input_names=["input"],
-                      output_names=["output"], dynamic_axes=axes, dynamo=False)
-    data = buffer.getvalue()
-    _onnx().checker.check_model(data)
-    try:
-        import onnxruntime
-    except ImportError:
-        return data, None, None
-    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
-    output = session.run(None, {"input": batch.numpy()})[0]
-    return data, torch.from_numpy(output), "onnxruntime"

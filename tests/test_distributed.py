@@ -16,11 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2p import distributed
-from p2p.checkpoint import load_checkpoint
 from p2p.data.paired import augment
 from p2p.data.synthetic import make_pair
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
+from p2p.weights import load_checkpoint
 
 # fp32 (amp: false, whatever the default): the comparisons below hold to float32 rounding, which
 # bf16 autocast would exceed.

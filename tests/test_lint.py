@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -13,6 +14,17 @@ TESTS = ROOT / "tests"
 def test_ruff_check_is_clean():
     result = subprocess.run(["ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_layers_import_downward_only():
+    """The import-linter contract in pyproject.toml: no module imports a layer above its own,
+    nor a sibling of its layer, inside functions too; so there are no import cycles."""
+    if not shutil.which("lint-imports"):
+        skip_or_fail("import-linter is installed by the test extra: pip install -e '.[test]'",
+                     "CI")
+    result = subprocess.run(["lint-imports", "--no-cache"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
 def imports_of_test_modules(source: str) -> list[tuple[int, str]]:

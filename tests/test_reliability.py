@@ -19,6 +19,7 @@ from p2p import checkpoint
 from p2p.data import catalog
 from p2p.data.synthetic import make_pair
 from p2p.models import GeneratorConfig, UnetGenerator
+from p2p.weights import load_checkpoint
 
 P2P = [sys.executable, "-m", "p2p"]
 
@@ -200,7 +201,7 @@ def test_a_run_in_training_has_one_writer_and_a_killed_one_blocks_nothing(cli, t
     finally:
         first.kill()
         first.wait()
-    saved = checkpoint.load_checkpoint(run)["iteration"]
+    saved = load_checkpoint(run)["iteration"]
     r = cli("train", "--resume", run, "--iters", str(saved + 2))
     assert r.exit_code == 0, r.stderr
     assert not leftover.exists()

@@ -25,6 +25,7 @@ from p2p.models import (
     input_multiple,
 )
 from p2p.recipe import recipe_from_dict
+from p2p.weights import load_generator
 
 
 def resnet(blocks=2, ngf=4, norm="batch", dropout=False, in_channels=3, out_channels=3):
@@ -218,7 +219,7 @@ def test_zoo_import_translate_and_export_a_resnet(cli, tmp_path):
     r = cli("zoo", "import", file, "--format", "official", "--name", "horse2zebra",
             "--image-size", "32")
     assert r.exit_code == 0, r.stderr
-    generator, state = checkpoint.load_generator(r.out.strip())
+    generator, state = load_generator(r.out.strip())
     assert state["generator_config"]["architecture"] == "resnet"
     assert state["generator_config"]["blocks"] == 2
 
@@ -241,7 +242,7 @@ def test_checkpoints_without_an_architecture_load_as_unets(tmp_path):
     state = checkpoint.generator_state(generator, "AtoB", 32)
     del state["generator_config"]["architecture"], state["generator_config"]["blocks"]
     checkpoint.save_checkpoint(tmp_path / "old.pt", state)
-    loaded, _ = checkpoint.load_generator(tmp_path / "old.pt")
+    loaded, _ = load_generator(tmp_path / "old.pt")
     assert isinstance(loaded, UnetGenerator) and loaded.config == generator.config
 
 
@@ -273,7 +274,7 @@ def test_train_and_translate_a_resnet_run(cli, tmp_path):
                       "train: {iters: 2, log_every: 1, sample_every: 2, checkpoint_every: 2}\n")
     r = cli("train", recipe, "--out", tmp_path / "run")
     assert r.exit_code == 0, r.stderr
-    generator, _ = checkpoint.load_generator(tmp_path / "run")
+    generator, _ = load_generator(tmp_path / "run")
     assert isinstance(generator, ResnetGenerator) and len(generator.blocks) == 6
     r = cli("translate", "-c", tmp_path / "run", tmp_path / "data" / "train" / "0.png",
             tmp_path / "out.png", "--paired", "--keep-size")

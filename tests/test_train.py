@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from p2p.checkpoint import load_checkpoint, load_generator
+from p2p.weights import load_checkpoint, load_generator
 
 
 def test_train_writes_a_complete_run(cli, tiny, tmp_path):

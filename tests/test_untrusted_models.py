@@ -31,8 +31,10 @@ from PIL import Image
 
 from p2p import checkpoint, hub, safe_pickle, zoo
 from p2p.errors import P2PError
+from p2p.export import export_folder
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights, state_shapes
 from p2p.recipe import recipe_from_dict
+from p2p.weights import load_checkpoint, load_generator
 
 CONFIG = GeneratorConfig(num_downs=5, ngf=4)  # a 32x32 U-Net of ~70k parameters
 
@@ -47,7 +49,7 @@ def exported(tmp_path_factory) -> Path:
     """A model folder as `p2p zoo export --format hf` writes it (made once; tests copy it)."""
     root = tmp_path_factory.mktemp("exported")
     checkpoint.save_checkpoint(root / "tiny.pt", tiny_state())
-    return hub.export_folder(str(root / "tiny.pt"), root / "tiny")
+    return export_folder(str(root / "tiny.pt"), root / "tiny")
 
 
 @pytest.fixture
@@ -192,7 +194,7 @@ def test_checkpoint_files_share_the_checks(cli, image, tmp_path):
         "target": {"dtype": "float32", "range": [-2.5, 7.0], "explicit": True}},
         "preprocess": {"mode": "scale_width", "load_size": [64, 64], "crop_size": [32, 32]}}
     checkpoint.save_checkpoint(tmp_path / "any.pt", state)
-    assert checkpoint.load_generator(tmp_path / "any.pt")[1]["image_size"] == [32, 64]
+    assert load_generator(tmp_path / "any.pt")[1]["image_size"] == [32, 64]
     assert GeneratorConfig(architecture="resnet", num_downs=100, blocks=6).checked()
 
 
@@ -363,7 +365,7 @@ def test_init_from_a_model_folder(cli, exported, data, tmp_path):
     recipe = tiny_recipe(tmp_path / "tune.yaml", data, model={"init_from": str(exported)})
     r = cli("train", recipe, "--out", tmp_path / "tuned")
     assert r.exit_code == 0, r.stderr
-    record = checkpoint.load_checkpoint(tmp_path / "tuned")["init_from"]
+    record = load_checkpoint(tmp_path / "tuned")["init_from"]
     from p2p.download import sha256_file
 
     assert record["path"] == str(exported.resolve())
@@ -382,7 +384,7 @@ def test_modes_that_do_not_crop_ignore_the_crop_size_stride(cli, data, tmp_path)
                          data={"preprocess": "none", "crop_size": 48, "load_size": 48})
     r = cli("train", recipe, "--out", tmp_path / "run")
     assert r.exit_code == 0, r.stderr
-    assert checkpoint.load_checkpoint(tmp_path / "run")["preprocess"]["mode"] == "none"
+    assert load_checkpoint(tmp_path / "run")["preprocess"]["mode"] == "none"
 
 
 
@@ -416,7 +418,7 @@ def test_init_from_an_hf_reference(exported, data, tmp_path):
         env.pop("HF_HUB_OFFLINE", None)
         done = p2p_process(["train", recipe, "--out", tmp_path / "tuned"], env)
     assert done.returncode == 0, done.stderr.decode()
-    record = checkpoint.load_checkpoint(tmp_path / "tuned")["init_from"]
+    record = load_checkpoint(tmp_path / "tuned")["init_from"]
     from p2p.download import sha256_file
 
     assert record["sha256"] == sha256_file(exported / "model.safetensors")

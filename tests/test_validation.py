@@ -13,6 +13,7 @@ import torch
 from p2p import checkpoint as ckpt
 from p2p.data.synthetic import make_pair
 from p2p.errors import P2PError
+from p2p.weights import load_checkpoint, resolve, run_directory
 
 RECIPE = """
 name: tiny
@@ -65,7 +66,7 @@ def test_validation_leaves_the_weights_bit_identical_and_keeps_history_and_best(
     r = cli("train", recipe(7, train="val_every: 3, keep_checkpoints: 2"), "--out", validated)
     assert r.exit_code == 0, r.stderr
     assert "validation at iter 3 on 3 val images" in r.stderr
-    assert_same_training_state(ckpt.load_checkpoint(plain), ckpt.load_checkpoint(validated))
+    assert_same_training_state(load_checkpoint(plain), load_checkpoint(validated))
 
     records = [r for r in log_records(validated) if "val_l1" in r]
     assert [r["iteration"] for r in records] == [3, 6, 7]  # every 3, and at the end
@@ -116,12 +117,12 @@ def test_best_selection_is_exact_across_resumes(cli, recipe, tmp_path):
     assert r.exit_code == 0, r.stderr
     full, split = ckpt.best_metrics(tmp_path / "full"), ckpt.best_metrics(tmp_path / "split")
     assert full == split and full["metric"] == "ssim"
-    assert_same_training_state(ckpt.load_checkpoint(tmp_path / "full"),
-                               ckpt.load_checkpoint(tmp_path / "split"))
+    assert_same_training_state(load_checkpoint(tmp_path / "full"),
+                               load_checkpoint(tmp_path / "split"))
 
     # The best so far comes from best.pt: one that cannot be beaten stays, whatever comes next.
     best_file = tmp_path / "split" / "checkpoints" / "best.pt"
-    state = ckpt.load_checkpoint(best_file)
+    state = load_checkpoint(best_file)
     ckpt.save_checkpoint(best_file, {**state, "metrics": {**state["metrics"], "ssim": 2.0}})
     assert cli("train", "--resume", tmp_path / "split", "--iters", "6").exit_code == 0
     assert ckpt.best_metrics(tmp_path / "split")["metrics"]["ssim"] == 2.0
@@ -133,18 +134,18 @@ def test_selectors_pick_checkpoints_and_name_what_exists(cli, recipe, tmp_path):
     run = tmp_path / "run"
     assert cli("train", recipe(4, train="val_every: 3"), "--out", run).exit_code == 0
     folder = run / "checkpoints"
-    assert ckpt.resolve(f"{run}@latest") == folder / "latest.pt"
-    assert ckpt.resolve(f"{run}@best") == folder / "best.pt"
-    assert ckpt.resolve(f"{run}@4") == folder / "iter_00000004.pt"
-    assert ckpt.load_checkpoint(f"{run}@2")["iteration"] == 2
-    assert ckpt.run_directory(f"{run}@2") == run and ckpt.run_directory(folder / "best.pt") is None
+    assert resolve(f"{run}@latest") == folder / "latest.pt"
+    assert resolve(f"{run}@best") == folder / "best.pt"
+    assert resolve(f"{run}@4") == folder / "iter_00000004.pt"
+    assert load_checkpoint(f"{run}@2")["iteration"] == 2
+    assert run_directory(f"{run}@2") == run and run_directory(folder / "best.pt") is None
     with pytest.raises(P2PError, match=r"@5: no such checkpoint in this run.*it has: latest, "
                                        r"best, 2, 4"):
-        ckpt.resolve(f"{run}@5")
+        resolve(f"{run}@5")
     with pytest.raises(P2PError, match="unknown selector 'newest'"):
-        ckpt.resolve(f"{run}@newest")
+        resolve(f"{run}@newest")
     with pytest.raises(P2PError, match="no such checkpoint file or run directory"):
-        ckpt.resolve(f"{tmp_path / 'nowhere'}@best")
+        resolve(f"{tmp_path / 'nowhere'}@best")
     # Through the CLI of translate and zoo export: one line, exit 2.
     for args in (("translate", "-c", f"{run}@7", tmp_path / "data" / "val", tmp_path / "o"),
                  ("zoo", "export", f"{run}@7", tmp_path / "g.pt", "--format", "torchscript")):
@@ -170,7 +171,7 @@ def test_fine_tuning_starts_from_the_weights_records_them_and_resumes_without_th
     models = build_models(load_recipe(tune), torch.device("cpu"))
     fresh_d = {k: v.clone() for k, v in models.discriminator.state_dict().items()}
     record = init_generator(models.generator, spec, World())
-    loaded = ckpt.load_checkpoint(spec)["generator"]
+    loaded = load_checkpoint(spec)["generator"]
     assert all(torch.equal(v, loaded[k]) for k, v in models.generator.state_dict().items())
     assert all(torch.equal(v, fresh_d[k]) for k, v in models.discriminator.state_dict().items())
     assert record["source_iteration"] == 2 and record["init_from"] == spec
@@ -182,7 +183,7 @@ def test_fine_tuning_starts_from_the_weights_records_them_and_resumes_without_th
     assert r.exit_code == 0, r.stderr
     assert "generator initialized from" in r.stderr
     assert f"init_from: {spec}" in (full / "recipe.yaml").read_text()
-    assert ckpt.load_checkpoint(full)["init_from"] == record
+    assert load_checkpoint(full)["init_from"] == record
     assert log_records(full)[0] == {"event": "init_from", **record,
                                     "time": log_records(full)[0]["time"]}
 
@@ -194,20 +195,20 @@ def test_fine_tuning_starts_from_the_weights_records_them_and_resumes_without_th
         path.unlink()
     r = cli("train", "--resume", split, "--iters", "2")
     assert r.exit_code == 0, r.stderr
-    assert_same_training_state(ckpt.load_checkpoint(full), ckpt.load_checkpoint(split))
-    assert ckpt.load_checkpoint(split)["init_from"] == record
+    assert_same_training_state(load_checkpoint(full), load_checkpoint(split))
+    assert load_checkpoint(split)["init_from"] == record
 
 
 def test_fine_tuning_from_a_zoo_name_and_its_errors(cli, recipe, tmp_path, p2p_home):
     source = tmp_path / "source"
     assert cli("train", recipe(2), "--out", source).exit_code == 0
-    state = ckpt.load_checkpoint(source)
+    state = load_checkpoint(source)
     zoo_file = p2p_home / "zoo" / "mine" / "generator.pt"  # as `p2p zoo import` stores it
     ckpt.save_checkpoint(zoo_file, {k: state[k] for k in (
         "generator_config", "generator", "direction", "image_size")})
     r = cli("train", recipe(2, model="init_from: mine"), "--out", tmp_path / "tuned")
     assert r.exit_code == 0, r.stderr
-    recorded = ckpt.load_checkpoint(tmp_path / "tuned")["init_from"]
+    recorded = load_checkpoint(tmp_path / "tuned")["init_from"]
     assert recorded["path"] == str(zoo_file) and recorded["source_iteration"] is None
 
     wider = recipe(2, model="init_from: mine, ngf: 8")
@@ -369,4 +370,4 @@ def test_history_is_written_once_and_copied_where_there_are_no_hard_links(tmp_pa
     folder = tmp_path / "copied" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["iter_00000002.pt", "latest.pt"]
     assert (folder / "latest.pt").read_bytes() == (folder / "iter_00000002.pt").read_bytes()
-    assert ckpt.load_checkpoint(folder / "latest.pt")["iteration"] == 2
+    assert load_checkpoint(folder / "latest.pt")["iteration"] == 2

@@ -35,9 +35,10 @@ from p2p_testing import (
 )
 from torch import nn
 
-from p2p import checkpoint, zoo
+from p2p import checkpoint, export, zoo
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
+from p2p.weights import load_checkpoint, load_generator
 
 
 def serve(http_server, monkeypatch, name: str, body: bytes, full_hash=False) -> zoo.ZooEntry:
@@ -131,7 +132,7 @@ def test_pull_converts_to_the_same_function(cli, http_server, monkeypatch, p2p_h
     assert path == p2p_home / "zoo" / name / "generator.pt"
     assert sorted(p.name for p in path.parent.iterdir()) == ["generator.pt"]  # download removed
     assert f"sha256 verified: {hashlib.sha256(body).hexdigest()}" in r.stderr
-    generator, state = checkpoint.load_generator(path)
+    generator, state = load_generator(path)
     assert state["direction"] == entry.direction and state["zoo_name"] == name
     assert state["generator_config"] == {"in_channels": 3, "out_channels": 3, **SMALL,
                                          "norm": "batch", "dropout": True,
@@ -304,7 +305,7 @@ def test_pull_from_file_checks_and_keeps_it(cli, http_server, monkeypatch, tmp_p
     r = cli("zoo", "pull", "edges2shoes", "--from", file)
     assert r.exit_code == 0, r.stderr
     assert file.read_bytes() == body and http_server.routes["/edges2shoes.pth"].hits == 0
-    generator, _ = checkpoint.load_generator(r.out.strip())
+    generator, _ = load_generator(r.out.strip())
     assert_same_function(generator, source, bgr=True)
     file.write_bytes(body + b"x")
     r = cli("zoo", "pull", "edges2shoes", "--from", file)
@@ -352,7 +353,7 @@ def test_import_official_run_and_list(cli, tmp_path):
             "--direction", "BtoA")
     assert r.exit_code == 0, r.stderr
     assert zoo.checkpoint_path("my-facades") == pathlib.Path(r.out.strip())
-    generator, state = checkpoint.load_generator(r.out.strip())
+    generator, state = load_generator(r.out.strip())
     assert state["direction"] == "BtoA"
     assert_same_function(generator, source)
 
@@ -383,7 +384,7 @@ def test_import_official_instance_norm_gray_to_color(cli, tmp_path):
     file.write_bytes(body)
     r = cli("zoo", "import", file, "--format", "official", "--name", "colorize")
     assert r.exit_code == 0, r.stderr
-    generator, state = checkpoint.load_generator(r.out.strip())
+    generator, state = load_generator(r.out.strip())
     assert state["generator_config"]["norm"] == "instance"
     assert state["generator_config"]["in_channels"] == 1
     x = torch.rand(2, 1, SIZE, SIZE) * 2 - 1
@@ -397,7 +398,7 @@ def test_import_mmagic_bgr(cli, tmp_path):
     file.write_bytes(body)
     r = cli("zoo", "import", file, "--format", "mmagic", "--name", "m2a", "--bgr")
     assert r.exit_code == 0, r.stderr
-    generator, _ = checkpoint.load_generator(r.out.strip())
+    generator, _ = load_generator(r.out.strip())
     assert_same_function(generator, source, bgr=True)
     rows = {row["name"]: row for row in json.loads(cli("zoo", "list", "--json").out)}
     assert rows["m2a"]["channels"] == "BGR"
@@ -420,7 +421,7 @@ def test_import_mmengine_checkpoint_without_mmengine(cli, tmp_path):
         r = cli("zoo", "import", tmp_path / f"{name}.pth", "--format", "mmagic", "--name", name,
                 "--bgr")
         assert r.exit_code == 0, r.stderr
-        converted[name] = checkpoint.load_checkpoint(r.out.strip())["generator"]
+        converted[name] = load_checkpoint(r.out.strip())["generator"]
         r = cli("translate", "--task", name, tmp_path / "labels.png", tmp_path / f"{name}.png",
                 "--seed", 0)
         assert r.exit_code == 0, r.stderr
@@ -537,7 +538,7 @@ def test_export_failures_write_nothing(cli, small_checkpoint, tmp_path, monkeypa
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     r = cli("zoo", "export", path, tmp_path / "g.onnx", "--format", "onnx")
     assert r.exit_code == 2 and "pip install 'p2p[onnx]'" in r.stderr
-    monkeypatch.setattr(zoo, "EXPORT_TOLERANCE", -1.0)  # any difference fails the check
+    monkeypatch.setattr(export, "EXPORT_TOLERANCE", -1.0)  # any difference fails the check
     r = cli("zoo", "export", path, tmp_path / "g.ts", "--format", "torchscript")
     assert r.exit_code == 2 and "nothing was written" in r.stderr
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(("g.", ".g."))] == []

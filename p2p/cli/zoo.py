@@ -110,11 +110,11 @@ def export(
 ) -> None:
     """Export a generator, checked against ours: ONNX or TorchScript (eval mode, dynamic batch
     axis), or a Hugging Face model folder (upload it with: hf upload OWNER/NAME OUT)."""
-    from p2p import zoo
+    from p2p.export import export as write_export
 
     with contextlib.ExitStack() as stack:
-        result = zoo.export(source, fmt, out,
-                            progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
+        result = write_export(source, fmt, out,
+                              progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
         console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
     elif result.max_abs_diff is None:

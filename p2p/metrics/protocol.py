@@ -20,13 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from p2p.checkpoint import (
-    load_generator,
-    normalization_of,
-    resolve,
-    run_directory,
-    writes_8bit_images,
-)
+from p2p.checkpoint import normalization_of, writes_8bit_images
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
 from p2p.data.preprocess import as_size
@@ -38,6 +32,7 @@ from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
 from p2p.models import buffers_restored, input_multiple
 from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
+from p2p.weights import load_generator, resolve, run_directory
 
 IMAGE_SIZE = 256
 
@@ -184,11 +179,8 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
     if checkpoint is None:
         if target.row is None:
             raise P2PError("no checkpoint given", "--checkpoint PATH (a file or a run directory)")
-        from p2p import zoo  # only this path needs the zoo and its downloads
-
-        checkpoint = zoo.resolve_generator(target.row.task, _named(download_progress,
-                                                                   target.row.task))
-    path = resolve(checkpoint)
+        checkpoint = target.row.task  # the zoo model of the task, downloaded on first use
+    path = resolve(checkpoint, _named(download_progress, str(checkpoint)))
     generator, state = load_generator(path, map_location=settings.device)
     if state.get("direction") != target.direction:
         raise P2PError(f"{checkpoint}: the generator translates {state.get('direction')}, but "

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from p2p import checkpoint as ckpt
-from p2p import distributed, footprint, run_lock, validation
+from p2p import distributed, footprint, run_lock, validation, weights
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
@@ -304,22 +304,21 @@ def init_generator(generator: torch.nn.Module, source: str, world: distributed.W
     that only one process downloads a zoo model."""
     if not source:
         return None
-    from p2p import zoo  # here: only a fine-tune needs the zoo and its downloads
     from p2p.download import sha256_file
 
     path = None
     for turn in (True, False):  # rank 0's turn, then the others'
         if world.is_main == turn:
             try:
-                path = zoo.resolve_generator(source, progress)
+                path = weights.resolve(source, progress)
             except P2PError as exc:
                 raise P2PError(f"model.init_from: {exc.message}", exc.hint) from None
         distributed.barrier(world)
-    state = ckpt.load_checkpoint(path)  # a checkpoint file or a model folder
+    state = weights.load_checkpoint(path)  # a checkpoint file or a model folder
     ckpt.load_generator_weights(generator, state.get("generator"), f"model.init_from {path}")
     # Only rank 0 writes and logs this record: the others need not read the file again.
     return {"init_from": source, "path": str(path.resolve()),
-            "sha256": sha256_file(ckpt.weights_file(path)) if world.is_main else None,
+            "sha256": sha256_file(weights.weights_file(path)) if world.is_main else None,
             "source_iteration": state.get("iteration")}
 
 
@@ -450,8 +449,8 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                  if t.val_every and world.is_main else None)
     start, init_source, best = 0, None, None
     if resume:
-        state = ckpt.load_checkpoint(run_dir, map_location=device)
-        start = restore(models, state, ckpt.resolve(run_dir))
+        state = weights.load_checkpoint(run_dir, map_location=device)
+        start = restore(models, state, weights.resolve(run_dir))
         init_source = state.get("init_from")  # a fine-tune resumes from its own checkpoint
         best = ckpt.best_metrics(run_dir)
     else:

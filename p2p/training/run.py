@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p import checkpoint
+from p2p import checkpoint, weights
 from p2p.errors import P2PError
 from p2p.metrics import METRICS_FILE
 from p2p.recipe import Recipe, load_recipe, recipe_from_dict
@@ -70,7 +70,7 @@ class Run:
 
     def checkpoint(self, selector: str | int = "latest") -> Path:
         """The file of checkpoint ``selector``: ``"latest"``, ``"best"`` or an iteration."""
-        return checkpoint.resolve(f"{self.path}@{selector}")
+        return weights.resolve(f"{self.path}@{selector}")
 
     def load(self, selector: str | int = "latest", **options):
         """The generator of checkpoint ``selector`` as a ``p2p.Model`` (``options``: those of
