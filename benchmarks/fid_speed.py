@@ -35,7 +35,7 @@ from common import alternate, load_average, matmul_gflops, median_seconds  # noq
 
 from p2p.device import pick_device  # noqa: E402
 from p2p.images import list_images, read_image  # noqa: E402
-from p2p.metrics import THREADS, fid  # noqa: E402
+from p2p.metrics import THREADS, frechet  # noqa: E402
 from p2p.metrics.features import Settings, preprocessed_batches  # noqa: E402
 from p2p.metrics.inception import FIDInception, fid_inception  # noqa: E402
 
@@ -100,7 +100,7 @@ def main() -> None:
         files = list_images(real)
 
         def decode() -> None:
-            for _ in preprocessed_batches(files, lambda p: fid.fid_input(read_image(p)),
+            for _ in preprocessed_batches(files, lambda p: frechet.fid_input(read_image(p)),
                                           settings):
                 pass
 
@@ -114,22 +114,22 @@ def main() -> None:
             ("decode", args.images, median_seconds(decode, args.repeats, device)),
             ("network", args.batch_size, median_seconds(forward, args.repeats, device)),
             ("end to end", args.images,
-             median_seconds(lambda: fid.folder_statistics(real, network, settings),
+             median_seconds(lambda: frechet.folder_statistics(real, network, settings),
                             args.repeats, device)),
         ]
-        real_stats = fid.folder_statistics(real, network, settings)
-        fake_stats = fid.folder_statistics(fake, network, settings)
-        value = fid.frechet_distance(real_stats, fake_stats)
+        real_stats = frechet.folder_statistics(real, network, settings)
+        fake_stats = frechet.folder_statistics(fake, network, settings)
+        value = frechet.frechet_distance(real_stats, fake_stats)
         # The trace of sqrtm(S_fake S_real): p2p's symmetric route and scipy's sqrtm (the
         # published code's), alternated.
-        routes = {"symmetric": fid._trace_sqrt_product, "scipy": fid._trace_sqrtm_scipy}
+        routes = {"symmetric": frechet._trace_sqrt_product, "scipy": frechet._trace_sqrtm_scipy}
         sqrtm_seconds = {name: statistics.median(seconds) for name, seconds in alternate(
             {name: functools.partial(_seconds, route, fake_stats.sigma, real_stats.sigma)
              for name, route in routes.items()}, args.repeats, lambda line: None).items()}
         invariance = None
         if args.invariance:
-            one = fid.folder_statistics(fake, network, Settings(device, 1, args.workers))
-            other = fid.frechet_distance(real_stats, one)
+            one = frechet.folder_statistics(fake, network, Settings(device, 1, args.workers))
+            other = frechet.frechet_distance(real_stats, one)
             invariance = abs(other - value) / abs(value)
 
     matmul = matmul_gflops(device, torch.float32) if device.type == "cpu" else None

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from p2p import validation  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
-from p2p.metrics import pairs  # noqa: E402
+from p2p.metrics import similarity  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 from p2p.training import loop as core  # noqa: E402
 
@@ -72,7 +72,7 @@ def main() -> None:
         iteration = 1
         for _ in range(args.repeats):
             val_wall, val_cpu = timed(lambda: validation.validate(subset, models.generator))
-            metrics_wall, _ = timed(lambda: pairs.all_metrics(targets, sources, 255))
+            metrics_wall, _ = timed(lambda: similarity.all_metrics(targets, sources, 255))
 
             def train_window(start=iteration):
                 for i in range(start, start + args.window):

@@ -10,6 +10,7 @@ The Python API::
     model.translate("labels/", "photos/")  # files and folders, as `p2p translate` does
     run = p2p.train("recipes/quickstart.yaml", out="runs/qs", overrides={"train.iters": 200})
     p2p.Run("runs/qs").load("latest")(Image.open("mask.png")).save("out.png")
+    p2p.metrics.fid("photos/", "translated/").fid  # also inception_score, pairs
 
 ``load``, ``Model``, ``train`` and ``Run`` are imported on first use, so that ``import p2p``
 (and the CLI's ``p2p --help``) does not import torch.
@@ -18,18 +19,21 @@ The Python API::
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Run", "load", "train"]
+__all__ = ["Model", "Run", "load", "metrics", "train"]
 _HOMES = {"Model": "p2p.translate", "load": "p2p.translate", "Run": "p2p.training.run",
           "train": "p2p.training.run"}
 
 if TYPE_CHECKING:
+    from p2p import metrics
     from p2p.training.run import Run, train
     from p2p.translate import Model, load
 
 
 def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        import importlib
+    import importlib
 
+    if name == "metrics":  # the package: fid, inception_score, pairs
+        return importlib.import_module("p2p.metrics")
+    if name in _HOMES:
         return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(f"module 'p2p' has no attribute {name!r}")

@@ -9,7 +9,7 @@ the stride where the mode keeps the image's size), translated at batch 1 in the 
 mode (``paper``: dropout on and each image normalized by its own statistics, as translate's
 default; ``eval``: running statistics, no dropout), written back to the target side's depth as
 translate writes it (8 bits truncated), and compared with the target: L1, PSNR and SSIM from
-p2p.metrics.pairs (the functions of ``p2p eval pairs``; the data range is the depth's, or
+p2p.metrics.similarity (the functions of ``p2p eval pairs``; the data range is the depth's, or
 data.range's), and FID on the float outputs when asked (as ``p2p eval``; the real statistics go
 through its cache; 8-bit images with 1 or 3 channels only, as eval).
 
@@ -30,7 +30,7 @@ from torch import nn
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import DEPTH_RANGES, denormalize, pad_to_multiple
-from p2p.metrics import pairs
+from p2p.metrics import similarity
 from p2p.recipe import Recipe
 from p2p.translate import run_generator, seeded
 
@@ -52,7 +52,7 @@ class Validator:
     seed: int  # the dropout noise, the same at every validation
     device: torch.device
     fid_network: nn.Module | None = None
-    real_statistics: object = None  # fid.Statistics of the targets, when FID is on
+    real_statistics: object = None  # frechet.Statistics of the targets, when FID is on
 
 
 def validation_split(root: Path, chosen: str) -> str:
@@ -87,14 +87,14 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
                        "dataset's targets are not", "set train.val_fid: false")
     validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
     if t.val_fid:
-        from p2p.metrics import fid
+        from p2p.metrics import frechet
         from p2p.metrics.features import Settings
         from p2p.metrics.inception import fid_inception
         from p2p.metrics.protocol import rgb
 
         validator.fid_network = fid_inception(None, download_progress).to(device)
-        validator.real_statistics = fid.image_statistics(
-            range(len(dataset)), lambda i: fid.fid_input(rgb(dataset[i][1])),
+        validator.real_statistics = frechet.image_statistics(
+            range(len(dataset)), lambda i: frechet.fid_input(rgb(dataset[i][1])),
             validator.fid_network, Settings(device, workers=d.workers),
             key_items=_target_key_items(dataset))
     return validator
@@ -110,7 +110,7 @@ def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
 def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
     """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
     undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
-    scores, features = pairs.PairScores(), []
+    scores, features = similarity.PairScores(), []
     device, dataset = validator.device, validator.dataset
     if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
         from p2p.metrics.protocol import rgb
@@ -128,17 +128,17 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
                                    validator.paper_mode)[..., :height, :width]
             # At the target's depth as translate writes it: the numbers of eval pairs on its files.
             written = torch.from_numpy(denormalize(output[0], dtype, (low, high))).permute(2, 0, 1)
-            scores.add(pairs.all_metrics(written[None], target[None], data_range))
+            scores.add(similarity.all_metrics(written[None], target[None], data_range))
             if validator.fid_network is not None:
                 with torch.inference_mode():  # FID reads the float outputs, as p2p eval
                     features.append(validator.fid_network(rgb(output)).double().cpu().numpy())
     metrics = scores.means()
     if validator.fid_network is not None:
-        from p2p.metrics import fid
+        from p2p.metrics import frechet
 
         try:
-            metrics["fid"] = fid.frechet_distance(validator.real_statistics,
-                                                  fid.statistics(np.concatenate(features)))
+            metrics["fid"] = frechet.frechet_distance(validator.real_statistics,
+                                                  frechet.statistics(np.concatenate(features)))
         except P2PError:  # too few images for a defined FID: a gap in the curve, not a crash
             metrics["fid"] = float("nan")
     return metrics

@@ -283,10 +283,10 @@ def test_npy_pairs_with_a_range(cli, tmp_path):
 # ---- FID and IS: 8-bit RGB only --------------------------------------------------------------
 
 def test_fid_and_is_refuse_16bit_images_and_models(cli, tmp_path):
-    from p2p.metrics import fid
+    from p2p.metrics import frechet
 
     rng = np.random.default_rng(0)
-    fid.save_statistics(fid.statistics(rng.standard_normal((4, 6))), tmp_path / "real.npz")
+    frechet.save_statistics(frechet.statistics(rng.standard_normal((4, 6))), tmp_path / "real.npz")
     for i in range(2):
         save_raster(random_pixels((16, 16, 1), np.uint16, i), tmp_path / "fake" / f"{i}.png")
     for command in (["fid", tmp_path / "real.npz", tmp_path / "fake"],

@@ -171,3 +171,28 @@ def test_train_then_read_the_run_and_resume_it(tmp_path):
         p2p.train(tiny_recipe(tmp_path / "data"), out=run.path)
     with pytest.raises(P2PError, match="not a run directory"):
         p2p.Run(tmp_path / "data")
+
+
+def test_metrics_give_the_numbers_eval_prints(cli, weights, tmp_path):
+    import json
+
+    from p2p_testing import write_images
+
+    real = write_images(tmp_path / "real", 10, seed=1)
+    fake = write_images(tmp_path / "fake", 10, seed=2)
+    printed = json.loads(cli("eval", "fid", real, fake, "--weights", weights, "--json").out)
+    result = p2p.metrics.fid(real, fake, weights=weights)
+    assert (result.fid, result.n_real, result.n_fake) == (printed["fid"], printed["n_real"],
+                                                          printed["n_fake"])
+    printed = json.loads(cli("eval", "is", fake, "--splits", 2, "--weights", weights,
+                             "--json").out)
+    result = p2p.metrics.inception_score(fake, splits=2, weights=weights)
+    assert (result.inception_score, result.std, result.n) == (printed["is"], printed["is_std"],
+                                                             printed["n"])
+    printed = json.loads(cli("eval", "pairs", real, fake, "--json").out)
+    result = p2p.metrics.pairs(real, fake)
+    assert {"l1": result.l1, "psnr": result.psnr, "ssim": result.ssim, "n": result.n} == printed
+    saved = p2p.metrics.fid_statistics(real, tmp_path / "real.npz", weights=weights)
+    assert saved.n == 10 and p2p.metrics.fid(tmp_path / "real.npz", fake,
+                                             weights=weights).fid == pytest.approx(
+        p2p.metrics.fid(real, fake, weights=weights).fid, abs=1e-9)

@@ -19,7 +19,7 @@ from scipy.stats import entropy
 
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import fid, inception, inception_score
+from p2p.metrics import class_scores, frechet, inception
 from p2p.metrics.features import Settings, Tally, network_outputs, preprocessed_batches
 
 
@@ -79,15 +79,15 @@ def reference_fid(mu1, sigma1, mu2, sigma2) -> float:
 @pytest.mark.slow
 def test_fid_of_unit_gaussians_one_apart_in_2048_dimensions_is_2048():
     identity = np.eye(2048)
-    zero = fid.Statistics(np.zeros(2048), identity, None)
-    one = fid.Statistics(np.ones(2048), identity, None)
-    assert fid.frechet_distance(zero, one) == pytest.approx(2048, rel=1e-9)
+    zero = frechet.Statistics(np.zeros(2048), identity, None)
+    one = frechet.Statistics(np.ones(2048), identity, None)
+    assert frechet.frechet_distance(zero, one) == pytest.approx(2048, rel=1e-9)
 
 
 def test_fid_of_identical_statistics_is_zero():
     rng = np.random.default_rng(0)
-    stats = fid.statistics(rng.standard_normal((300, 32)) @ rng.standard_normal((32, 32)))
-    assert abs(fid.frechet_distance(stats, stats)) < 1e-8
+    stats = frechet.statistics(rng.standard_normal((300, 32)) @ rng.standard_normal((32, 32)))
+    assert abs(frechet.frechet_distance(stats, stats)) < 1e-8
 
 
 @settings(max_examples=15, deadline=None)
@@ -95,10 +95,10 @@ def test_fid_of_identical_statistics_is_zero():
        shift=st.floats(-3, 3))
 def test_fid_matches_a_numpy_reference(dim, n, seed, shift):
     rng = np.random.default_rng(seed)
-    a = fid.statistics(rng.standard_normal((n, dim)) @ rng.standard_normal((dim, dim)))
-    b = fid.statistics(rng.standard_normal((n, dim)) * rng.uniform(0.5, 2, dim) + shift)
+    a = frechet.statistics(rng.standard_normal((n, dim)) @ rng.standard_normal((dim, dim)))
+    b = frechet.statistics(rng.standard_normal((n, dim)) * rng.uniform(0.5, 2, dim) + shift)
     expected = reference_fid(a.mu, a.sigma, b.mu, b.sigma)
-    assert fid.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7, abs=1e-7)
+    assert frechet.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7, abs=1e-7)
 
 
 def exact_trace_sqrt_product(features1: np.ndarray, features2: np.ndarray) -> float:
@@ -118,17 +118,17 @@ def pool_like_features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.nd
     return np.maximum(rng.standard_normal((n, 48)) @ mix + shift, 0)
 
 
-def fid_from_trace(a: fid.Statistics, b: fid.Statistics, trace: float) -> float:
+def fid_from_trace(a: frechet.Statistics, b: frechet.Statistics, trace: float) -> float:
     return float(np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace)
 
 
 def assert_matches_exact_and_scipy(real_features: np.ndarray, fake_features: np.ndarray):
     """p2p's FID equals the one from the exact trace (to 1e-9) and scipy's route (to 1e-6);
     returns the two statistics."""
-    real, fake = fid.statistics(real_features), fid.statistics(fake_features)
+    real, fake = frechet.statistics(real_features), frechet.statistics(fake_features)
     exact = fid_from_trace(real, fake, exact_trace_sqrt_product(fake_features, real_features))
-    scipy_value = fid_from_trace(real, fake, fid._trace_sqrtm_scipy(fake.sigma, real.sigma))
-    value = fid.frechet_distance(real, fake)
+    scipy_value = fid_from_trace(real, fake, frechet._trace_sqrtm_scipy(fake.sigma, real.sigma))
+    value = frechet.frechet_distance(real, fake)
     assert value == pytest.approx(exact, rel=1e-9)
     assert value == pytest.approx(scipy_value, rel=1e-6)
     return real, fake
@@ -150,63 +150,63 @@ def test_symmetric_route_at_2048_dimensions_from_106_and_200_images():
     fake_features = pool_like_features(106, 2048, seed=4, shift=0.3)
     real, fake = assert_matches_exact_and_scipy(real_features, fake_features)
     # The route's own rounding: ~2000 zero eigenvalues whose square roots are not summed.
-    assert fid._trace_sqrt_product(fake.sigma, real.sigma) == pytest.approx(
+    assert frechet._trace_sqrt_product(fake.sigma, real.sigma) == pytest.approx(
         exact_trace_sqrt_product(fake_features, real_features), rel=1e-11)
 
 
 @pytest.mark.parametrize("damage", ["asymmetric", "negative", "nan"])
 def test_statistics_that_are_not_covariances_take_scipys_route(damage, monkeypatch):
     rng = np.random.default_rng(5)
-    real = fid.statistics(rng.standard_normal((40, 6)))
-    sigma = fid.statistics(rng.standard_normal((40, 6)) + 1).sigma.copy()
+    real = frechet.statistics(rng.standard_normal((40, 6)))
+    sigma = frechet.statistics(rng.standard_normal((40, 6)) + 1).sigma.copy()
     if damage == "asymmetric":
         sigma[0, 1] += 0.1
     elif damage == "negative":
         sigma -= 2 * np.linalg.eigvalsh(sigma)[-1] * np.eye(6) * 0.01 + np.diag([5, 0, 0, 0, 0, 0])
     else:
         sigma[2, 2] = np.nan
-    assert fid._trace_sqrt_product(sigma, real.sigma) is None
+    assert frechet._trace_sqrt_product(sigma, real.sigma) is None
     calls = []
-    monkeypatch.setattr(fid, "_trace_sqrtm_scipy", lambda s1, s2: calls.append(s1) or 1.0)
-    fid.frechet_distance(real, fid.Statistics(np.zeros(6), sigma, None))
-    fid.frechet_distance(real, real)  # covariances: the symmetric route, scipy's is not called
+    monkeypatch.setattr(frechet, "_trace_sqrtm_scipy", lambda s1, s2: calls.append(s1) or 1.0)
+    frechet.frechet_distance(real, frechet.Statistics(np.zeros(6), sigma, None))
+    frechet.frechet_distance(real, real)  # covariances: the symmetric route, scipy's is not called
     assert len(calls) == 1 and calls[0] is sigma
 
 
 def test_statistics_are_float64_mean_and_unbiased_covariance():
     features = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
-    stats = fid.statistics(features)
+    stats = frechet.statistics(features)
     assert stats.mu.dtype == stats.sigma.dtype == np.float64 and stats.n == 10
     centred = features.astype(np.float64) - features.astype(np.float64).mean(0)
     np.testing.assert_allclose(stats.sigma, centred.T @ centred / 9, rtol=1e-12)
     with pytest.raises(P2PError, match="at least 2"):
-        fid.statistics(features[:1])
+        frechet.statistics(features[:1])
 
 
 def test_a_large_imaginary_part_is_an_error_not_a_number():
     # Not a covariance (negative variance), as a damaged or hand-made statistics file could be.
-    real = fid.Statistics(np.zeros(2), np.diag([1.0, -1.0]), None)
-    fake = fid.Statistics(np.zeros(2), np.eye(2), None)
+    real = frechet.Statistics(np.zeros(2), np.diag([1.0, -1.0]), None)
+    fake = frechet.Statistics(np.zeros(2), np.eye(2), None)
     with pytest.raises(P2PError, match="imaginary part"):
-        fid.frechet_distance(real, fake)
+        frechet.frechet_distance(real, fake)
 
 
 def test_statistics_of_different_dimensions_are_refused():
     with pytest.raises(P2PError, match="different dimensions"):
-        fid.frechet_distance(fid.Statistics(np.zeros(2), np.eye(2), 5),
-                             fid.Statistics(np.zeros(3), np.eye(3), 5))
+        frechet.frechet_distance(frechet.Statistics(np.zeros(2), np.eye(2), 5),
+                             frechet.Statistics(np.zeros(3), np.eye(3), 5))
 
 
 # ---- statistics files ------------------------------------------------------------------------
 
 def test_statistics_files_round_trip_and_read_pytorch_fid_files(tmp_path):
-    stats = fid.statistics(np.random.default_rng(2).standard_normal((8, 3)))
-    fid.save_statistics(stats, tmp_path / "s.npz")
-    loaded = fid.load_statistics(tmp_path / "s.npz")
+    stats = frechet.statistics(np.random.default_rng(2).standard_normal((8, 3)))
+    frechet.save_statistics(stats, tmp_path / "s.npz")
+    loaded = frechet.load_statistics(tmp_path / "s.npz")
     assert loaded.n == 8 and np.array_equal(loaded.mu, stats.mu)
     assert np.array_equal(loaded.sigma, stats.sigma)
     np.savez(tmp_path / "pytorch_fid.npz", mu=stats.mu, sigma=stats.sigma)  # no n
-    assert fid.load_statistics(tmp_path / "pytorch_fid.npz").n is None
+    assert frechet.load_statistics(tmp_path / "pytorch_fid.npz").n is None
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip", "pickle", "shapes", "no_sigma"])
@@ -221,28 +221,28 @@ def test_bad_statistics_files_are_one_line_errors(tmp_path, content):
     else:
         path.write_bytes(content)
     with pytest.raises(P2PError, match="bad.npz"):
-        fid.load_statistics(path)
+        frechet.load_statistics(path)
 
 
 # ---- Inception Score formula -----------------------------------------------------------------
 
 def test_is_of_confident_and_evenly_spread_predictions_is_the_number_of_classes():
     probabilities = np.tile(np.eye(10), (10, 1))  # 100 images, each split sees all 10 classes
-    assert inception_score.inception_score(probabilities, 10) == pytest.approx((10.0, 0.0))
+    assert class_scores.inception_score(probabilities, 10) == pytest.approx((10.0, 0.0))
 
 
 def test_is_of_identical_predictions_is_one():
     probabilities = np.full((20, 1000), 1 / 1000)
-    assert inception_score.inception_score(probabilities, 10) == pytest.approx((1.0, 0.0))
+    assert class_scores.inception_score(probabilities, 10) == pytest.approx((1.0, 0.0))
 
 
 def test_106_images_make_10_splits_of_10_and_the_last_6_are_left_out():
     probabilities = np.tile(np.eye(10), (11, 1))[:106]
     probabilities[100:] = np.eye(10)[0]  # the 6 left over would lower the score if counted
-    assert inception_score.inception_score(probabilities, 10) == pytest.approx((10.0, 0.0))
+    assert class_scores.inception_score(probabilities, 10) == pytest.approx((10.0, 0.0))
     # Splits of different quality: mean and ddof-0 std over the groups.
     mixed = np.concatenate([np.tile(np.eye(4), (1, 1)), np.full((4, 4), 0.25)])
-    assert inception_score.inception_score(mixed, 2) == pytest.approx((2.5, 1.5))
+    assert class_scores.inception_score(mixed, 2) == pytest.approx((2.5, 1.5))
 
 
 @settings(max_examples=10, deadline=None)
@@ -257,20 +257,20 @@ def test_is_matches_scipy_entropy_per_split(n, classes, splits, seed):
         part = probabilities[k * size:(k + 1) * size]
         marginal = part.mean(0)
         scores.append(np.exp(np.mean([entropy(p, marginal) for p in part])))
-    result = inception_score.inception_score(probabilities, splits)
+    result = class_scores.inception_score(probabilities, splits)
     assert result == pytest.approx((np.mean(scores), np.std(scores)), rel=1e-9, abs=1e-12)
 
 
 def test_too_few_images_for_the_splits_is_an_error():
     with pytest.raises(P2PError, match="at least 10 images"):
-        inception_score.inception_score(np.full((9, 3), 1 / 3), 10)
+        class_scores.inception_score(np.full((9, 3), 1 / 3), 10)
 
 
 # ---- preprocessing ---------------------------------------------------------------------------
 
 def test_is_input_is_pillow_bicubic_of_the_uint8_image_scaled_to_minus_one_one():
     image = torch.randint(0, 256, (3, 30, 50), dtype=torch.uint8)
-    x = inception_score.is_input(image)
+    x = class_scores.is_input(image)
     pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((299, 299), Image.BICUBIC)
     expected = (torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() - 127.5) / 127.5
     assert torch.equal(x, expected)
@@ -286,7 +286,7 @@ def test_fid_input_scales_then_resizes_bilinearly():
     image = torch.randint(0, 256, (3, 20, 24), dtype=torch.uint8)
     expected = torch.nn.functional.interpolate(((image.float() - 127.5) / 127.5)[None],
                                                size=(299, 299), mode="bilinear")[0]
-    assert torch.equal(fid.fid_input(image), expected)
+    assert torch.equal(frechet.fid_input(image), expected)
 
 
 def test_features_do_not_depend_on_the_batch_size(tmp_path, network):
@@ -294,7 +294,7 @@ def test_features_do_not_depend_on_the_batch_size(tmp_path, network):
 
     def features(batch_size: int) -> np.ndarray:
         settings_ = Settings(batch_size=batch_size, workers=2)
-        batches = preprocessed_batches(files, lambda p: fid.fid_input(
+        batches = preprocessed_batches(files, lambda p: frechet.fid_input(
             torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)),
             settings_)
         tally = Tally(len(files), None)
@@ -306,7 +306,7 @@ def test_features_do_not_depend_on_the_batch_size(tmp_path, network):
     assert one.shape == (5, 2048) and np.abs(one).mean() > 1e-3  # activations did not vanish
     np.testing.assert_allclose(features(2), one, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(five, one, rtol=1e-5, atol=1e-6)
-    a, b = fid.statistics(one), fid.statistics(five)
+    a, b = frechet.statistics(one), frechet.statistics(five)
     assert np.abs(a.mu - b.mu).max() <= 1e-6 * np.abs(a.mu).max()
     assert np.abs(a.sigma - b.sigma).max() <= 1e-6 * np.abs(a.sigma).max()
 
@@ -315,7 +315,7 @@ def test_a_corrupt_image_stops_the_pass_with_its_name(tmp_path, network):
     folder = write_images(tmp_path / "imgs", 3)
     (folder / "001.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(P2PError, match="001.png"):
-        fid.folder_statistics(folder, network, Settings(batch_size=2))
+        frechet.folder_statistics(folder, network, Settings(batch_size=2))
 
 
 # ---- weights ---------------------------------------------------------------------------------

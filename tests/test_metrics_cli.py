@@ -11,21 +11,21 @@ import numpy as np
 import pytest
 from p2p_testing import write_images
 
-from p2p.metrics import fid
+from p2p.metrics import frechet
 from p2p.metrics.features import Settings
 
 
 def test_fid_between_statistics_files_prints_exactly_the_documented_json(cli, tmp_path):
     rng = np.random.default_rng(0)
-    real = fid.statistics(rng.standard_normal((40, 6)))
-    fake = fid.statistics(rng.standard_normal((30, 6)) + 0.5)
-    fid.save_statistics(real, tmp_path / "real.npz")
-    fid.save_statistics(fake, tmp_path / "fake.npz")
+    real = frechet.statistics(rng.standard_normal((40, 6)))
+    fake = frechet.statistics(rng.standard_normal((30, 6)) + 0.5)
+    frechet.save_statistics(real, tmp_path / "real.npz")
+    frechet.save_statistics(fake, tmp_path / "fake.npz")
     r = cli("eval", "fid", tmp_path / "real.npz", tmp_path / "fake.npz", "--json")
     assert r.exit_code == 0, r.stderr
     values = json.loads(r.out)
     assert list(values) == ["fid", "n_real", "n_fake"]
-    assert values["fid"] == pytest.approx(fid.frechet_distance(real, fake), rel=1e-12)
+    assert values["fid"] == pytest.approx(frechet.frechet_distance(real, fake), rel=1e-12)
     assert (values["n_real"], values["n_fake"]) == (40, 30)
     table = cli("eval", "fid", tmp_path / "real.npz", tmp_path / "fake.npz")
     assert table.exit_code == 0 and "FID" in table.out and f"{values['fid']:.4f}" in table.out
@@ -36,11 +36,11 @@ def test_stats_writes_the_file_and_fills_the_cache(cli, tmp_path, weights, p2p_h
     r = cli("eval", "stats", folder, tmp_path / "real.npz", "--weights", weights, "--json")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.out) == {"n": 3, "out": str(tmp_path / "real.npz")}
-    stats = fid.load_statistics(tmp_path / "real.npz")
+    stats = frechet.load_statistics(tmp_path / "real.npz")
     assert stats.mu.shape == (2048,) and stats.sigma.shape == (2048, 2048) and stats.n == 3
     cached = list((p2p_home / "fid-stats").glob("*.npz"))
     assert len(cached) == 1
-    assert np.array_equal(fid.load_statistics(cached[0]).sigma, stats.sigma)
+    assert np.array_equal(frechet.load_statistics(cached[0]).sigma, stats.sigma)
 
 
 def test_is_prints_exactly_the_documented_json(cli, tmp_path, weights):
@@ -58,21 +58,21 @@ def test_real_folder_statistics_are_computed_once(tmp_path, weights, monkeypatch
     real = write_images(tmp_path / "real", 3, seed=1)
     fake = write_images(tmp_path / "fake", 2, seed=2, ext="jpg")
     seen = []
-    monkeypatch.setattr(fid, "frechet_distance", lambda r, f: seen.append((r, f)) or 1.5)
+    monkeypatch.setattr(frechet, "frechet_distance", lambda r, f: seen.append((r, f)) or 1.5)
     passes = []
     settings = Settings(batch_size=2)
 
     def run():
         progress = []
-        result = fid.compute_fid(real, fake, settings, weights,
+        result = frechet.compute_fid(real, fake, settings, weights,
                                  progress=lambda *done_total: progress.append(done_total))
         passes.append(progress)
         return result
 
-    assert run() == fid.FidResult(1.5, 3, 2)
+    assert run() == frechet.FidResult(1.5, 3, 2)
     assert passes[0][-1] == (5, 5)
     (p2p_home / "fid-stats").joinpath("unrelated.txt").write_text("")
-    assert run() == fid.FidResult(1.5, 3, 2)
+    assert run() == frechet.FidResult(1.5, 3, 2)
     assert passes[1][0] == (3, 5) and passes[1][-1] == (5, 5)  # the real 3 came from the cache
     assert np.array_equal(seen[0][0].sigma, seen[1][0].sigma)
     assert len(list((p2p_home / "fid-stats").glob("*.npz"))) == 1

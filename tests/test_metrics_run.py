@@ -14,7 +14,7 @@ from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import fid, inception_score, protocol
+from p2p.metrics import class_scores, frechet, protocol
 from p2p.metrics.features import Settings
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
 
@@ -82,19 +82,19 @@ def test_fid_reads_float_outputs_and_is_their_truncated_uint8(dataset):
     outputs = torch.cat(list(protocol.paper_mode_outputs(same, dataset, 4, torch.device("cpu"))))
     real_inputs, fake_inputs = torch.cat(fid_net.inputs[:2]), torch.cat(fid_net.inputs[2:])
     targets = torch.stack([dataset[i][1] for i in range(6)])
-    assert torch.equal(real_inputs, torch.stack([fid.fid_input(t) for t in targets]))
+    assert torch.equal(real_inputs, torch.stack([frechet.fid_input(t) for t in targets]))
     assert torch.equal(fake_inputs, outputs)  # as they are: not rounded to uint8 levels
     assert not torch.equal(fake_inputs, to_uint8(outputs).float() / 127.5 - 1)
     assert torch.equal(torch.cat(is_net.inputs),
-                       torch.stack([inception_score.is_input(to_uint8(o)) for o in outputs]))
+                       torch.stack([class_scores.is_input(to_uint8(o)) for o in outputs]))
     features = lambda x: torch.cat([x.mean((2, 3)), x.std((2, 3))], 1).double().numpy()  # noqa: E731
-    expected_fid = fid.frechet_distance(fid.statistics(features(real_inputs)),
-                                        fid.statistics(features(outputs)))
+    expected_fid = frechet.frechet_distance(frechet.statistics(features(real_inputs)),
+                                        frechet.statistics(features(outputs)))
     probabilities = np.concatenate([Recorder(softmax=True)(x).double().numpy()
                                     for x in is_net.inputs])
     assert result.fid == pytest.approx(expected_fid, rel=1e-9)
     assert (result.inception_score, result.is_std) == pytest.approx(
-        inception_score.inception_score(probabilities, 2))
+        class_scores.inception_score(probabilities, 2))
     assert (result.n_real, result.n_fake) == (6, 6)
 
 
@@ -131,7 +131,7 @@ def test_run_prints_the_documented_json_and_the_table_beside_the_published_rows(
     # scipy's sqrtm of a 2048x2048 rank-3 matrix takes tens of seconds on 2 cores; the distance
     # has its own tests, this one checks what reaches it and what is printed.
     distances = []
-    monkeypatch.setattr(fid, "frechet_distance",
+    monkeypatch.setattr(frechet, "frechet_distance",
                         lambda real, fake: distances.append((real, fake)) or 42.0)
     data = write_pairs(tmp_path / "facades", "test", 4)
     checkpoint = tmp_path / "g.pt"

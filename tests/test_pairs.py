@@ -1,4 +1,4 @@
-"""L1 / PSNR / SSIM of image pairs (p2p.metrics.pairs) and `p2p eval pairs`."""
+"""L1 / PSNR / SSIM of image pairs (p2p.metrics.similarity) and `p2p eval pairs`."""
 
 import json
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.metrics import pairs
+from p2p.metrics import similarity
 
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
@@ -36,9 +36,9 @@ def test_ssim_psnr_l1_match_scikit_image_and_numpy(seed, channels, height, width
     x, y = x.astype(dtype), y.astype(dtype)
     tx, ty = torch.from_numpy(x)[None], torch.from_numpy(y)[None]
     assert tx.dtype == torch_dtype
-    data_range = pairs.data_range_of(tx.dtype)
+    data_range = similarity.data_range_of(tx.dtype)
     assert data_range == top
-    ours = pairs.all_metrics(tx, ty, data_range)
+    ours = similarity.all_metrics(tx, ty, data_range)
     assert ours["ssim"].item() == pytest.approx(reference_ssim(x, y, top), abs=1e-4)
     diff = x.astype(np.float64) - y
     assert ours["l1"].item() == pytest.approx(np.abs(diff).mean() / top, abs=1e-12)
@@ -51,20 +51,20 @@ def test_per_image_values_in_a_batch_equal_each_image_alone():
     rng = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (3, 3, 24, 20), generator=rng, dtype=torch.uint8)
     y = torch.randint(0, 256, (3, 3, 24, 20), generator=rng, dtype=torch.uint8)
-    batch = pairs.all_metrics(x, y, 255)
+    batch = similarity.all_metrics(x, y, 255)
     for i in range(3):
-        alone = pairs.all_metrics(x[i:i + 1], y[i:i + 1], 255)
+        alone = similarity.all_metrics(x[i:i + 1], y[i:i + 1], 255)
         for key in batch:
             assert batch[key][i].item() == pytest.approx(alone[key].item(), abs=1e-12)
-    assert pairs.ssim(x, x, 255).tolist() == pytest.approx([1.0] * 3)
-    assert torch.isinf(pairs.psnr(x, x, 255)).all()
+    assert similarity.ssim(x, x, 255).tolist() == pytest.approx([1.0] * 3)
+    assert torch.isinf(similarity.psnr(x, x, 255)).all()
 
 
 def test_too_small_and_unknown_types_are_errors():
     with pytest.raises(P2PError, match="at least 11x11"):
-        pairs.ssim(torch.zeros(1, 1, 10, 30), torch.zeros(1, 1, 10, 30), 255)
+        similarity.ssim(torch.zeros(1, 1, 10, 30), torch.zeros(1, 1, 10, 30), 255)
     with pytest.raises(P2PError, match="no known data range"):
-        pairs.data_range_of(torch.float32)
+        similarity.data_range_of(torch.float32)
 
 
 def _write(folder, name, array):
@@ -90,7 +90,7 @@ def test_eval_pairs_matches_names_scores_means_and_lists_the_unmatched(cli, tmp_
     assert r.exit_code == 1, r.stderr  # unmatched names: scored, but not a clean result
     result = json.loads(r.out)
     assert result["n"] == 3
-    per_image = [pairs.all_metrics(torch.from_numpy(x).permute(2, 0, 1)[None],
+    per_image = [similarity.all_metrics(torch.from_numpy(x).permute(2, 0, 1)[None],
                                    torch.from_numpy(y).permute(2, 0, 1)[None], 255)
                  for x, y in images.values()]
     for key in ("l1", "psnr", "ssim"):
@@ -130,8 +130,8 @@ def test_eval_pairs_of_16_bit_files_uses_their_data_range(cli, tmp_path):
         Image.fromarray(array).save(tmp_path / folder / "a.png")  # a 16-bit gray PNG
     r = cli("eval", "pairs", tmp_path / "real", tmp_path / "fake", "--json")
     assert r.exit_code == 0, r.stderr
-    expected = pairs.all_metrics(torch.from_numpy(x)[None, None], torch.from_numpy(y)[None, None],
-                                 65535)
+    expected = similarity.all_metrics(torch.from_numpy(x)[None, None],
+                                      torch.from_numpy(y)[None, None], 65535)
     result = json.loads(r.out)
     for key in ("l1", "psnr", "ssim"):
         assert result[key] == pytest.approx(float(expected[key]), rel=1e-12), key

@@ -26,7 +26,7 @@ from PIL import EpsImagePlugin, Image
 
 from p2p import images
 from p2p.errors import ImageTooLarge, P2PError
-from p2p.metrics import fid
+from p2p.metrics import frechet
 
 ROOT = Path(__file__).resolve().parent.parent
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto " \
@@ -222,7 +222,7 @@ def test_npy_headers_are_checked_before_loading(monkeypatch, header, message):
 
 def test_npz_shape_bomb_in_eval_fid(cli, tmp_path):
     rng = np.random.default_rng(0)
-    fid.save_statistics(fid.statistics(rng.standard_normal((4, 3))), tmp_path / "real.npz")
+    frechet.save_statistics(frechet.statistics(rng.standard_normal((4, 3))), tmp_path / "real.npz")
     bomb = write_npz(tmp_path / "bomb.npz", {"mu": npy(np.zeros(3)),
                                              "sigma": npy_declaring((10**6, 10**6), "<f8")})
     r = cli("eval", "fid", tmp_path / "real.npz", bomb)
@@ -245,7 +245,7 @@ def test_npz_members_are_checked_before_their_data_is_read(tmp_path, monkeypatch
     monkeypatch.setattr(np.lib.format, "read_array",
                         lambda file, **kw: members.append(file.name) or read_array(file, **kw))
     with pytest.raises(P2PError, match=f"s.npz: {message}"):
-        fid.load_statistics(path)
+        frechet.load_statistics(path)
     assert "sigma.npy" not in members
 
 
@@ -268,7 +268,8 @@ def test_devices_and_pipes_are_refused_unread(cli, checkpoint, tmp_path, kind):
         r = cli("translate", "-c", checkpoint, source, tmp_path / "out.png")
         one_error_line(r, name, "not a regular file")
     real = tmp_path / "real.npz"
-    fid.save_statistics(fid.statistics(np.random.default_rng(0).standard_normal((4, 3))), real)
+    features = np.random.default_rng(0).standard_normal((4, 3))
+    frechet.save_statistics(frechet.statistics(features), real)
     r = cli("eval", "fid", real, special_file(kind, tmp_path / "stats.npz"))
     one_error_line(r, "stats.npz: not a regular file")
     assert images.list_images(tmp_path) == []

@@ -245,7 +245,7 @@ class ChannelMeans(torch.nn.Module):
 def test_val_fid_compares_the_float_outputs_with_the_cached_real_statistics(
         cli, recipe, tmp_path, p2p_home, monkeypatch):
     from p2p import validation
-    from p2p.metrics import fid, inception
+    from p2p.metrics import frechet, inception
     from p2p.recipe import load_recipe
     from p2p.training.loop import build_models
     from p2p.translate import run_generator
@@ -271,10 +271,10 @@ def test_val_fid_compares_the_float_outputs_with_the_cached_real_statistics(
     torch.manual_seed(0)
     outputs = torch.cat([run_generator(models.generator, validator.dataset.get_many([i])[0]
                                        .float() / 127.5 - 1) for i in range(3)])
-    expected = fid.frechet_distance(
-        fid.statistics(ChannelMeans()(torch.stack([fid.fid_input(t) for t in targets]))
+    expected = frechet.frechet_distance(
+        frechet.statistics(ChannelMeans()(torch.stack([frechet.fid_input(t) for t in targets]))
                        .double().numpy()),
-        fid.statistics(ChannelMeans()(outputs).double().numpy()))
+        frechet.statistics(ChannelMeans()(outputs).double().numpy()))
     assert validation.validate(validator, models.generator)["fid"] == pytest.approx(expected)
 
 

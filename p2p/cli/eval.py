@@ -11,16 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from p2p import metrics
 from p2p.cli import console
 from p2p.errors import P2PError
 from p2p.limits import MAX_COUNT, MAX_SEED, MAX_WORKERS
 from p2p.metrics import GENERATOR_BATCH, INCEPTION_BATCH, SPLITS, THREADS
 
-# The networks (p2p.metrics.fid, ...) are imported inside the commands, so `p2p --help` and
+# The networks (p2p.metrics.frechet, ...) are imported inside the commands, so `p2p --help` and
 # completion skip torch.
 if TYPE_CHECKING:
     from p2p.metrics import protocol
-    from p2p.metrics.features import Settings
 
 app = typer.Typer(help="Evaluate translations: FID and Inception Score as in the published "
                   "table; L1, PSNR and SSIM against the targets.",
@@ -38,13 +38,6 @@ BatchOption = Annotated[int, typer.Option(
 WorkersOption = Annotated[int, typer.Option(
     "--workers", min=1, max=MAX_WORKERS, help="Decoding threads.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-
-
-def _settings(device: str, batch_size: int, workers: int) -> "Settings":
-    from p2p.device import pick_device
-    from p2p.metrics.features import Settings
-
-    return Settings(pick_device(device), batch_size, workers)
 
 
 @contextlib.contextmanager
@@ -84,11 +77,9 @@ def fid_command(
     as_json: JsonOption = False,
 ) -> None:
     """Fréchet Inception Distance between two image sets (pytorch-fid's FID Inception)."""
-    from p2p.metrics import fid
-
     with _bars("Inception features", "FID Inception weights") as bars:
-        result = fid.compute_fid(real, fake, _settings(device, batch_size, workers), weights,
-                                 **bars)
+        result = metrics.fid(real, fake, weights=weights, device=device, batch_size=batch_size,
+                             workers=workers, **bars)
     _print({"fid": result.fid, "n_real": result.n_real, "n_fake": result.n_fake}, as_json, "FID")
 
 
@@ -105,11 +96,9 @@ def is_command(
     as_json: JsonOption = False,
 ) -> None:
     """Inception Score of a set of images (torchvision's ImageNet Inception v3)."""
-    from p2p.metrics import inception_score
-
     with _bars("Inception classes", "IS Inception weights") as bars:
-        result = inception_score.compute_is(fake, _settings(device, batch_size, workers), splits,
-                                            weights, **bars)
+        result = metrics.inception_score(fake, splits=splits, weights=weights, device=device,
+                                         batch_size=batch_size, workers=workers, **bars)
     _print({"is": result.inception_score, "is_std": result.std, "n": result.n}, as_json, "IS")
 
 
@@ -124,11 +113,9 @@ def stats_command(
     as_json: JsonOption = False,
 ) -> None:
     """Save a folder's FID statistics (mean and covariance of its features) for reuse."""
-    from p2p.metrics import fid
-
     with _bars("Inception features", "FID Inception weights") as bars:
-        stats = fid.compute_statistics(folder, out, _settings(device, batch_size, workers),
-                                       weights, **bars)
+        stats = metrics.fid_statistics(folder, out, weights=weights, device=device,
+                                       batch_size=batch_size, workers=workers, **bars)
     if as_json:
         print(json.dumps({"n": stats.n, "out": str(out)}), flush=True)
     else:
@@ -146,10 +133,9 @@ def pairs_command(
     """L1 ([0, 1] scale), PSNR (dB, the files' data range) and SSIM (Wang et al. 2004) of each
     translated image against its real image, averaged over the pairs. Names without a partner
     are listed and make the exit code 1."""
-    from p2p.metrics import pairs
-
     with contextlib.ExitStack() as bars:
-        result = pairs.score_folders(real, fake, console.lazy_bar(bars, "scoring pairs", "pairs"))
+        result = metrics.pairs(real, fake,
+                               progress=console.lazy_bar(bars, "scoring pairs", "pairs"))
     values = {"l1": result.l1, "psnr": result.psnr, "ssim": result.ssim, "n": result.n}
     if as_json:  # JSON has no infinity: identical images (infinite PSNR) give null
         print(json.dumps({k: v if v != float("inf") else None for k, v in values.items()}),
@@ -203,7 +189,7 @@ def run_command(
               else protocol.target_for_recipe(recipe, data))
     with contextlib.ExitStack() as bars:
         result = protocol.run(
-            target, checkpoint, _settings(device, INCEPTION_BATCH, workers), weights,
+            target, checkpoint, metrics.settings(device, INCEPTION_BATCH, workers), weights,
             batch_size=batch_size, seed=seed, splits=splits,
             progress=console.lazy_bar(bars, "translating and scoring", "items"),
             data_progress=console.lazy_bar(bars, "loading data", "items"),

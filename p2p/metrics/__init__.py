@@ -11,3 +11,68 @@ INCEPTION_BATCH = 50  # images per Inception forward pass (the results do not de
 SPLITS = 10  # Inception Score groups, as the table
 GENERATOR_BATCH = 4  # the table's generator batch: training-mode batch norm uses its statistics
 METRICS_FILE = "metrics.json"  # `eval run` writes it into an evaluated run; `p2p report` shows it
+
+
+# ---- the Python API: what `p2p eval` prints, as numbers -----------------------------------
+# The networks are imported when a function is called (frechet.py, class_scores.py,
+# similarity.py), so that importing this package stays light.
+
+def fid(real: str | os.PathLike, fake: str | os.PathLike, *, weights=None,
+        device: str = "auto", batch_size: int = INCEPTION_BATCH, workers: int = THREADS,
+        progress=None, download_progress=None):
+    """The FID of two image sets, each a folder of images or a statistics file (``.npz``), as
+    ``p2p eval fid`` computes it; a result with ``fid``, ``n_real`` and ``n_fake``. A real
+    folder's statistics are cached under ``$P2P_HOME/fid-stats/``.
+
+    >>> p2p.metrics.fid("photos/", "translated/").fid  # doctest: +SKIP
+    """
+    from pathlib import Path
+
+    from p2p.metrics import frechet
+
+    return frechet.compute_fid(Path(real), Path(fake), settings(device, batch_size, workers),
+                               weights, progress, download_progress)
+
+
+def fid_statistics(folder: str | os.PathLike, out: str | os.PathLike, *, weights=None,
+                   device: str = "auto", batch_size: int = INCEPTION_BATCH,
+                   workers: int = THREADS, progress=None, download_progress=None):
+    """A folder's FID statistics (mean and covariance of its features), saved to ``out``
+    (``.npz``), as ``p2p eval stats`` writes them; returns them (``mu``, ``sigma``, ``n``)."""
+    from pathlib import Path
+
+    from p2p.metrics import frechet
+
+    return frechet.compute_statistics(Path(folder), Path(out),
+                                      settings(device, batch_size, workers), weights, progress,
+                                      download_progress)
+
+
+def inception_score(images: str | os.PathLike, *, splits: int = SPLITS, weights=None,
+                    device: str = "auto", batch_size: int = INCEPTION_BATCH,
+                    workers: int = THREADS, progress=None, download_progress=None):
+    """The Inception Score of a folder of images, as ``p2p eval is`` computes it; a result
+    with ``inception_score``, ``std`` and ``n``."""
+    from pathlib import Path
+
+    from p2p.metrics import class_scores
+
+    return class_scores.compute_is(Path(images), settings(device, batch_size, workers), splits,
+                                   weights, progress, download_progress)
+
+
+def pairs(real: str | os.PathLike, fake: str | os.PathLike, *, progress=None):
+    """L1, PSNR and SSIM of each image of ``fake`` against the image of the same name in
+    ``real``, averaged, as ``p2p eval pairs`` computes them; a result with ``l1``, ``psnr``,
+    ``ssim``, ``n`` and the names without a partner (``only_real``, ``only_fake``)."""
+    from p2p.metrics import similarity
+
+    return similarity.score_folders(real, fake, progress)
+
+
+def settings(device: str = "auto", batch_size: int = INCEPTION_BATCH, workers: int = THREADS):
+    """How the Inception networks run: device, batch size, decoding threads."""
+    from p2p.device import pick_device
+    from p2p.metrics.features import Settings
+
+    return Settings(pick_device(device), batch_size, workers)

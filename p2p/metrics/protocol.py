@@ -26,7 +26,7 @@ from p2p.data.paired import PairedImages, to_float
 from p2p.data.preprocess import as_size
 from p2p.errors import P2PError
 from p2p.images import to_uint8
-from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, fid, inception_score
+from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, class_scores, frechet
 from p2p.metrics.features import Progress, Settings, Tally
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
 from p2p.models import buffers_restored, input_multiple
@@ -137,7 +137,7 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
     n = len(dataset)
     tally = Tally(2 * n, progress)
 
-    real = fid.image_statistics(range(n), lambda i: fid.fid_input(rgb(dataset[i][1])),
+    real = frechet.image_statistics(range(n), lambda i: frechet.fid_input(rgb(dataset[i][1])),
                                 fid_network, settings, tally, real_key_items)
 
     features, probabilities = [], []
@@ -145,12 +145,12 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
         for outputs in paper_mode_outputs(generator, dataset, batch_size, settings.device):
             outputs = rgb(outputs)
             features.append(fid_network(outputs).double().cpu().numpy())  # not rounded
-            truncated = torch.stack([inception_score.is_input(to_uint8(o)) for o in outputs.cpu()])
+            truncated = torch.stack([class_scores.is_input(to_uint8(o)) for o in outputs.cpu()])
             probabilities.append(is_network(truncated.to(settings.device)).double().cpu().numpy())
             tally.advance(len(outputs))
-    fake = fid.statistics(np.concatenate(features))
-    score, std = inception_score.inception_score(np.concatenate(probabilities), splits)
-    return RunResult(fid.frechet_distance(real, fake), score, std, n, n)
+    fake = frechet.statistics(np.concatenate(features))
+    score, std = class_scores.inception_score(np.concatenate(probabilities), splits)
+    return RunResult(frechet.frechet_distance(real, fake), score, std, n, n)
 
 
 def dataset_key_items(dataset: PairedImages, split: str) -> Iterator[bytes]:
@@ -202,7 +202,7 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
                            ranges=(writes["source"]["range"] if writes["source"]["explicit"]
                                    else None, None))
     fid_network = fid_inception(weights, _named(download_progress, "FID Inception weights"))
-    is_network = inception_score.class_probabilities(
+    is_network = class_scores.class_probabilities(
         is_inception(weights, _named(download_progress, "IS Inception weights")))
     with torch.random.fork_rng(devices=[settings.device] if settings.device.type == "cuda"
                                else []):
