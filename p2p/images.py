@@ -600,12 +600,9 @@ def from_memory(image: Image.Image | np.ndarray, label: str) -> Image.Image | np
         image.load()
         return image if image.mode not in _HIGH_DEPTH_MODES else _pil_pixels(image, label)
     pixels = _as_hwc(np.asarray(image), label)
-    if not pixels.flags.writeable:  # a PIL image's buffer, say: torch wants writable arrays
-        pixels = pixels.copy()
-    if pixels.shape[0] * pixels.shape[1] > MAX_PIXELS:  # as a file of that size would be
-        raise ImageTooLarge(f"{label}: image size {pixels.shape[1]}x{pixels.shape[0]} is too "
-                            "large", f"resize it below {MAX_SIDE}x{MAX_SIDE} first")
-    return pixels
+    _check_declared(label, *pixels.shape, pixels.dtype)  # the limits of a file of that size
+    # A PIL image's buffer, say, is read-only: torch wants writable arrays.
+    return pixels if pixels.flags.writeable else pixels.copy()
 
 
 def to_channels(image: Image.Image | np.ndarray, channels: int, label: str,

@@ -36,6 +36,7 @@ from p2p.errors import ImageTooLarge, P2PError
 from p2p.limits import MAX_SEED
 
 MB = 1 << 20
+MULTIPART_SLACK = 64 * 1024  # allowed beyond an upload's limit for the multipart headers
 SEEDS = range(MAX_SEED + 1)
 BAD_SEED = f"the seed must be a whole number from 0 to {SEEDS.stop - 1}"
 
@@ -286,23 +287,17 @@ class PageGuard:
         return await self.app(scope, replay, send)
 
     def uploaded(self, path) -> bool:
-        if not isinstance(path, str) or path_is_url(path):
-            return False
-        real = Path(path).resolve()
-        return real.is_relative_to(self.uploads)
+        return isinstance(path, str) and inside(path, self.uploads)
 
     def servable(self, name: str) -> bool:
-        if path_is_url(name) or not name.startswith("/"):
-            return False
-        real = Path(name).resolve()  # links followed: a link out of the folder is refused
-        return real.is_relative_to(self.assets) and real.is_file()
+        return name.startswith("/") and inside(name, self.assets) and Path(name).is_file()
 
     async def upload(self, scope, receive, send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if not declared.isdigit():
             return await _send_json(send, 411, "an upload must declare its Content-Length")
         size = int(declared)
-        if size > self.limits.max_bytes + 64 * 1024:  # room for the multipart headers
+        if size > self.limits.max_bytes + MULTIPART_SLACK:
             return await _send_json(send, 413, f"upload of {size} bytes, over the limit of "
                                                f"{self.limits.max_bytes}")
         if size > self.limits.max_upload_storage:
@@ -347,8 +342,12 @@ def file_paths(value) -> Iterator:
             yield from file_paths(item)
 
 
-def path_is_url(name: str) -> bool:
-    return "://" in name or name.startswith(("http:", "https:", "//"))
+def inside(name: str, folder: Path) -> bool:
+    """Whether the file ``name`` names lies in ``folder`` (resolved), links followed: a link
+    out of the folder is not in it, nor is a URL."""
+    if "://" in name or name.startswith(("http:", "https:", "//")):
+        return False
+    return Path(name).resolve().is_relative_to(folder)
 
 
 async def _send_json(send, status: int, message: str, retry_after: bool = False) -> None:
@@ -368,14 +367,14 @@ async def _upload(request, limit: int) -> bytes:
     from starlette.requests import ClientDisconnect
 
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+    if declared and declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise RequestError(413, f"upload of {declared} bytes, over the limit of {limit}")
 
     async def body():
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
-            if size > limit + 64 * 1024:  # room for multipart headers around the image
+            if size > limit + MULTIPART_SLACK:
                 raise RequestError(413, f"upload over the limit of {limit} bytes")
             yield chunk
 
@@ -486,12 +485,11 @@ def build_page(translator: Translator, assets: Path, title: str):
     def read_upload(path: str) -> bytes:
         # Gradio hands over only files uploaded to this page (create_app); a path outside the
         # upload folder is refused here too, and the message names no server path.
-        real = Path(path).resolve()
-        if not real.is_relative_to(uploads) or not real.is_file():
+        if not inside(path, uploads) or not Path(path).is_file():
             raise page_error("not an upload of this page; upload the image again")
-        if real.stat().st_size > translator.limits.max_bytes:
+        if Path(path).stat().st_size > translator.limits.max_bytes:
             raise page_error(f"upload over the limit of {translator.limits.max_bytes} bytes")
-        return real.read_bytes()
+        return Path(path).read_bytes()
 
     async def run(data: bytes, mode: str, seed: float | None):
         try:

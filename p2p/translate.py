@@ -194,21 +194,16 @@ class Model:
             raise P2PError(f"unknown test-time mode {mode!r}", f"use {' or '.join(TEST_MODES)}")
         single = not isinstance(image, list)
         images = [image] if single else image
-        jobs = []
-        for index, item in enumerate(images):
-            if isinstance(item, torch.Tensor) and item.dim() == 4:
-                jobs += [Job(x, f"image {index}[{i}]", None) for i, x in enumerate(item)]
-            else:
-                jobs.append(Job(item, f"image {index}", None))
+        # A batch tensor is its images, one job each, stacked again afterwards.
+        batches = [isinstance(item, torch.Tensor) and item.dim() == 4 for item in images]
+        jobs = [Job(x, f"image {index}[{i}]" if batch else f"image {index}", None)
+                for index, (item, batch) in enumerate(zip(images, batches, strict=True))
+                for i, x in enumerate(item if batch else [item])]
         options = TranslateOptions(paper_mode=mode == "paper", seed=seed, batch_size=batch_size,
                                    precision=self.precision)
         outputs = iter(translate(self, jobs, options).outputs)
-        results = []
-        for item in images:
-            if isinstance(item, torch.Tensor) and item.dim() == 4:
-                results.append(torch.stack([next(outputs) for _ in range(len(item))]))
-            else:
-                results.append(next(outputs))
+        results = [torch.stack([next(outputs) for _ in item]) if batch else next(outputs)
+                   for item, batch in zip(images, batches, strict=True)]
         return results[0] if single else results
 
     def translate(self, inputs: str | os.PathLike, output: str | os.PathLike, *,
@@ -295,18 +290,14 @@ def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "a
     >>> model = p2p.load("facades")  # doctest: +SKIP
     >>> model = p2p.load("runs/quickstart@latest", device="cpu", precision="fp32")  # doctest: +SKIP
     """
-    path = resolve(source, download_progress)
-    return _load_path(path, device, precision, str(source))
-
-
-def _load_path(path: str | os.PathLike, device: str, precision: str, source: str) -> Model:
     target = pick_device(device)
     autocast_dtype(precision, target)  # refused here, not at the first image
+    path = resolve(source, download_progress)
     generator, state = load_generator(path, map_location=target)  # every recorded fact checked
     generator.to(target, memory_format=torch.channels_last)
     return Model(generator, state["direction"], image_size_of(state), target,
                  Preprocess.from_dict(preprocess_of(state)), normalization_of(state),
-                 _trained_on(state), precision, source, weights_file(resolve(path)))
+                 _trained_on(state), precision, str(source), weights_file(path))
 
 
 def _trained_on(state: dict) -> str | None:
@@ -336,6 +327,10 @@ class Job:
     source: Path | bytes | Input
     name: str  # for messages
     target: Path | None
+
+    @property
+    def in_memory(self) -> bool:
+        return not isinstance(self.source, Path | bytes)
 
 
 @dataclass
@@ -602,25 +597,26 @@ def _decode_any(job: Job, model: Model, options: TranslateOptions,
                 ) -> _Decoded:
     x = _normalized(image, model, "source", job.name)
     other = None if target is None else _normalized(target, model, "target", job.name)
+    return _sized(job, model, options, x, other)
+
+
+def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> _Decoded:
+    """A (C, H, W) float tensor already in [-1, 1] (``Model()``)."""
+    x = job.source.detach().to("cpu", torch.float32)
+    if x.dim() != 3 or x.shape[0] != model.in_channels:
+        raise P2PError(f"{job.name}: a tensor of shape {tuple(x.shape)}; the model reads "
+                       f"({model.in_channels}, H, W) or (N, {model.in_channels}, H, W)")
+    return _sized(job, model, options, x, None)
+
+
+def _sized(job: Job, model: Model, options: TranslateOptions, x: torch.Tensor,
+           other: torch.Tensor | None) -> _Decoded:
+    """Float (C, H, W) ``x`` in [-1, 1] brought to the model's size, then padded."""
     if options.tile is not None:  # own size: tiling pads only the tiles that need it
         return _Decoded(job, x, other, x, tuple(x.shape[1:]))
     size = _model_size(model, options, tuple(x.shape[1:]), job.name)
     resized = x if size is None else resize_pixels(x, size)
     return _Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
-                    tuple(resized.shape[1:]))
-
-
-def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> _Decoded:
-    """A (C, H, W) float tensor already in [-1, 1] (``Model()``): sized as any input."""
-    x = job.source.detach().to("cpu", torch.float32)
-    if x.dim() != 3 or x.shape[0] != model.in_channels:
-        raise P2PError(f"{job.name}: a tensor of shape {tuple(x.shape)}; the model reads "
-                       f"({model.in_channels}, H, W) or (N, {model.in_channels}, H, W)")
-    if options.tile is not None:
-        return _Decoded(job, x, None, x, tuple(x.shape[1:]))
-    size = _model_size(model, options, tuple(x.shape[1:]), job.name)
-    resized = x if size is None else resize_pixels(x, size)
-    return _Decoded(job, x, None, pad_to_multiple(resized, model.multiple),
                     tuple(resized.shape[1:]))
 
 
@@ -657,8 +653,7 @@ def _read(job: Job, model: Model, options: TranslateOptions):
     """The input (and with ``paired`` the target half), with the model's channel counts: PIL
     images of mode L or RGB for 8-bit files of 1 or 3 channels, else arrays."""
     hint = f"the model reads {model.in_channels} and writes {model.out_channels} channel(s)"
-    in_memory = isinstance(job.source, Image.Image | np.ndarray)
-    image = (from_memory if in_memory else decode_image)(job.source, job.name)
+    image = (from_memory if job.in_memory else decode_image)(job.source, job.name)
     if not options.paired:
         return to_channels(image, model.in_channels, job.name, hint), None
     width = image_size(image)[1]
@@ -675,7 +670,7 @@ def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
     """Crop and resize the output back to the input's size, compose, encode, write."""
     height, width = item.size
     output = output[:, :height, :width]
-    in_memory = not isinstance(item.job.source, Path | bytes)
+    in_memory = item.job.in_memory
     if isinstance(item.input, Image.Image):
         image = tensor_to_pil(output)
         if image.size != item.input.size:

@@ -23,10 +23,10 @@ from p2p.checkpoint import (
     history_path,
     load_weights_only,
 )
+from p2p.download import Progress
 from p2p.errors import P2PError
 from p2p.models import build_generator
 
-Progress = zoo.Progress
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a name ending so is a file, not a zoo model
 
 
@@ -92,21 +92,14 @@ def load_checkpoint(source: str | os.PathLike, map_location: str | torch.device 
                     progress: Progress | None = None) -> dict:
     """The checkpoint dict of ``source``: a checkpoint file's, or a model folder's generator
     with its config (``hub.load_state``)."""
-    path = resolve(source, progress)
-    if hub.is_model_folder(path):
-        return hub.load_state(path, map_location)
-    state = load_weights_only(path, map_location)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise P2PError(f"{path}: not a p2p checkpoint",
-                       "import published weights with 'p2p zoo import'")
-    return state
+    return _read_state(resolve(source, progress), map_location)
 
 
 def load_generator(source: str | os.PathLike, map_location: str | torch.device = "cpu",
                    progress: Progress | None = None):
     """Build the generator ``source`` holds; returns (generator, checkpoint dict)."""
     path = resolve(source, progress)
-    state = load_checkpoint(path, map_location)
+    state = _read_state(path, map_location)
     config = check_generator(state, path)
     generator = build_generator(config)
     try:
@@ -116,3 +109,14 @@ def load_generator(source: str | os.PathLike, map_location: str | torch.device =
         raise P2PError(f"{path}: the generator in this checkpoint does not load "
                        f"({first_line})") from None
     return generator, state
+
+
+def _read_state(path: Path, map_location: str | torch.device) -> dict:
+    """The checkpoint dict of a resolved ``path``."""
+    if hub.is_model_folder(path):
+        return hub.load_state(path, map_location)
+    state = load_weights_only(path, map_location)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise P2PError(f"{path}: not a p2p checkpoint",
+                       "import published weights with 'p2p zoo import'")
+    return state

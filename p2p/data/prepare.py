@@ -14,8 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.images import MAX_PIXELS, images_by_name, list_images, open_image, save_image
-from p2p.limits import MAX_SIDE
+from p2p.images import images_by_name, list_images, open_image, save_image
+from p2p.limits import MAX_PIXELS, MAX_SIDE
 from p2p.paths import atomic_path, writing
 
 Progress = Callable[[int, int | None], None]

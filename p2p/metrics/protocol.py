@@ -138,7 +138,7 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
     tally = Tally(2 * n, progress)
 
     real = frechet.image_statistics(range(n), lambda i: frechet.fid_input(rgb(dataset[i][1])),
-                                fid_network, settings, tally, real_key_items)
+                                    fid_network, settings, tally, real_key_items)
 
     features, probabilities = [], []
     with torch.inference_mode():
