@@ -29,15 +29,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine  # noqa: E402
 
-from p2p import validation  # noqa: E402
 from p2p.data.paired import PairedImages, to_float  # noqa: E402
 from p2p.device import cpu_has_native_bf16  # noqa: E402
-from p2p.images import to_uint8  # noqa: E402
+from p2p.images.eight_bit import to_uint8  # noqa: E402
+from p2p.inference.generator import run_generator  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 from p2p.training import loop as core  # noqa: E402
-from p2p.translate import run_generator  # noqa: E402
+from p2p.training import validation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -157,20 +157,20 @@ def curves(data: str, iterations: int, val_images: int) -> list[dict]:
         torch.manual_seed(0)
         models = core.build_models(recipe, CPU)
         runs[name] = (core.make_stepper(recipe, core.load_dataset(recipe, Path(data)), models,
-                                        CPU), models,
+                                        CPU), core.inference_model(models, recipe, CPU),
                       validation.prepare(recipe, Path(data), CPU))
     rows, every = [], max(1, iterations // 10)
     rng = {name: torch.get_rng_state() for name in runs}  # the same dropout noise in both
     for start in range(0, iterations, every):
         row = {"iterations": min(start + every, iterations)}
-        for name, (step, models, validator) in runs.items():
+        for name, (step, model, validator) in runs.items():
             torch.set_rng_state(rng[name])
             losses = [step(i) for i in range(start, row["iterations"])]
             rng[name] = torch.get_rng_state()
             row[name] = {key: statistics.mean(float(x[key]) for x in losses)
                          for key in losses[0]}
             row[name].update({f"val_{key}": value for key, value in
-                              validation.validate(validator, models.generator).items()})
+                              validation.validate(validator, model).items()})
         rows.append(row)
     return rows
 

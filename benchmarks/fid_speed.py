@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, load_average, matmul_gflops, median_seconds  # noqa: E402
 
 from p2p.device import pick_device  # noqa: E402
-from p2p.images import list_images, read_image  # noqa: E402
+from p2p.images.eight_bit import read_image
+from p2p.images.files import list_images  # noqa: E402
 from p2p.metrics import THREADS, frechet  # noqa: E402
 from p2p.metrics.features import Settings, preprocessed_batches  # noqa: E402
 from p2p.metrics.inception import FIDInception, fid_inception  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine  # noqa: E402
 
 from p2p.data.paired import PairedImages, batch_indices  # noqa: E402
-from p2p.images import list_images  # noqa: E402
+from p2p.images.files import list_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

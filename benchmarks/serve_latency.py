@@ -34,8 +34,8 @@ import requests
 import torch
 from PIL import Image
 
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

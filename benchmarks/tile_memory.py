@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 MODEL_SIZE = 256
 

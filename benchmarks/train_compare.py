@@ -34,7 +34,7 @@ from common import (  # noqa: E402
     subset,
 )
 
-from p2p.images import list_images  # noqa: E402
+from p2p.images.files import list_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

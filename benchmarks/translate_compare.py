@@ -33,9 +33,9 @@ from common import (  # noqa: E402
     subset,
 )
 
-from p2p.checkpoint import generator_state, save_checkpoint  # noqa: E402
-from p2p.images import list_images  # noqa: E402
+from p2p.images.files import list_images  # noqa: E402
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights  # noqa: E402
+from p2p.weights.checkpoint import generator_state, save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL_GENERATOR = """

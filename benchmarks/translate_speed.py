@@ -2,7 +2,8 @@
 
 For each batch size, the median (and best) of ``--repeats`` timed runs after one warm-up, of:
   generator    ``run_generator`` on a ready tensor, paper mode (the default) and eval mode
-  end to end   ``p2p.translate`` over a folder of 256x256 JPEGs: decode, compute, encode, write
+  end to end   ``p2p.inference.translate`` over a folder of 256x256 JPEGs: decode, compute,
+               encode, write
 It also measures the generator's forward FLOPs per image (torch.utils.flop_counter) and the
 machine's matmul GFLOP/s in the dtype the generator computes in (fp32 on CPU, bf16 autocast on
 CUDA; the median of several runs), and the fraction of that roofline the median reaches.
@@ -34,11 +35,12 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import matmul_gflops, matmul_gflops_per_cpu_second, timed  # noqa: E402
 
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.device import pick_device
+from p2p.inference.generator import run_generator
+from p2p.inference.translate import TranslateOptions, load, plan_jobs
+from p2p.inference.translate import translate as translate_jobs
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from p2p.translate import TranslateOptions, load, plan_jobs, run_generator
-from p2p.translate import translate as translate_jobs
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 SIZE = 256
 

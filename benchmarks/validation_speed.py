@@ -2,8 +2,9 @@
 
 Builds a recipe's models (default: facades, unet_256 at 256x256, batch 1), reads its validation
 split (default ../shared/data/facades: val/, 100 images) as training would, and alternates, in one
-process: a timed validation of ``--images`` pairs (p2p.validation.validate: paper mode, L1, PSNR,
-SSIM; no FID) and a timed window of ``--window`` training iterations. Reports the medians over
+process: a timed validation of ``--images`` pairs (p2p.training.validation.validate: paper
+mode, L1, PSNR, SSIM; no FID) and a timed window of ``--window`` training iterations. Reports the
+medians over
 ``--repeats`` rounds: ms per validated image (wall and CPU), of which the metrics alone, s per
 training iteration, and the share of a run's time that validation takes at ``--val-every``:
 
@@ -27,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from p2p import validation  # noqa: E402
 from p2p.memory import reuse_freed_memory  # noqa: E402
 from p2p.metrics import similarity  # noqa: E402
 from p2p.recipe import load_recipe  # noqa: E402
 from p2p.training import loop as core  # noqa: E402
+from p2p.training import validation  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,7 @@ def main() -> None:
     device = torch.device("cpu")
     dataset = core.load_dataset(recipe, Path(args.data))
     models = core.build_models(recipe, device)
+    model = core.inference_model(models, recipe, device)
     step = core.make_stepper(recipe, dataset, models, device)
     full = validation.prepare(recipe, Path(args.data), device)
     recipe.train.val_images = args.images
@@ -68,10 +70,10 @@ def main() -> None:
     rounds = []
     with reuse_freed_memory(device):
         step(0)  # warm-up: oneDNN picks its kernels
-        validation.validate(subset, models.generator)
+        validation.validate(subset, model)
         iteration = 1
         for _ in range(args.repeats):
-            val_wall, val_cpu = timed(lambda: validation.validate(subset, models.generator))
+            val_wall, val_cpu = timed(lambda: validation.validate(subset, model))
             metrics_wall, _ = timed(lambda: similarity.all_metrics(targets, sources, 255))
 
             def train_window(start=iteration):

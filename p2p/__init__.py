@@ -18,15 +18,16 @@ The Python API::
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-__all__ = ["Model", "Run", "load", "metrics", "train"]
-_HOMES = {"Model": "p2p.translate", "load": "p2p.translate", "Run": "p2p.training.run",
-          "train": "p2p.training.run"}
+from p2p.version import __version__
+
+__all__ = ["Model", "Run", "__version__", "load", "metrics", "train"]
+_HOMES = {"Model": "p2p.inference.translate", "load": "p2p.inference.translate",
+          "Run": "p2p.training.run", "train": "p2p.training.run"}
 
 if TYPE_CHECKING:
     from p2p import metrics
+    from p2p.inference.translate import Model, load
     from p2p.training.run import Run, train
-    from p2p.translate import Model, load
 
 
 def __getattr__(name: str) -> Any:

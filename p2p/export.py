@@ -22,13 +22,15 @@ import torch
 import yaml
 from torch import nn
 
-from p2p import __version__, checkpoint, hub, weights, zoo
+from p2p import weights
 from p2p.data.catalog import DATASETS
 from p2p.errors import P2PError
-from p2p.hub import CARD, CONFIG, FORMAT, SAMPLE, WEIGHTS
 from p2p.metrics import METRICS_FILE
-from p2p.metrics.protocol import TABLE
 from p2p.paths import write_bytes_atomic, writing
+from p2p.published import TABLE
+from p2p.version import __version__
+from p2p.weights import checkpoint, hub, zoo
+from p2p.weights.hub import CARD, CONFIG, FORMAT, SAMPLE, WEIGHTS
 
 EXPORT_FORMATS = ("onnx", "torchscript", "hf")
 Progress = zoo.Progress

@@ -229,7 +229,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
 # refusing it here keeps the memory estimate and torch's seeds within 64-bit integers. Sizes,
 # counts and workers (p2p.limits) and widths (models.MAX_WIDTH) are bounded as everywhere
 # else; below those, whether a width fits the machine at hand is for the memory check
-# before training (p2p.footprint).
+# before training (p2p.training.footprint).
 MAX_TRAIN_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
 
 

@@ -88,7 +88,7 @@ class Translator:
 
     def check(self, data: bytes, name: str) -> None:
         """Refuse what must not reach the decoder: empty, too many bytes or pixels."""
-        from p2p.images import declared_size
+        from p2p.images.eight_bit import declared_size
 
         if not data:
             raise RequestError(400, f"{name}: empty upload, not an image")
@@ -129,7 +129,7 @@ class Translator:
             raise RequestError(400, str(exc)) from None
 
     def _run(self, data: bytes, name: str, mode: str, seed: int | None) -> bytes:
-        from p2p import translate
+        from p2p.inference import translate
 
         options = translate.TranslateOptions(paper_mode=mode == "paper", seed=seed)
         report = translate.translate(self.model, [translate.Job(data, name, None)], options)
@@ -435,7 +435,8 @@ def example_inputs(dataset: str | None, direction: str, channels: int, folder: P
     into ``folder``."""
     from p2p.data.catalog import DATASETS, dataset_dir
     from p2p.data.paired import find_pairs
-    from p2p.images import open_image, save_image, split_halves
+    from p2p.images.eight_bit import open_image, save_image
+    from p2p.images.raster import split_halves
 
     if not dataset:
         return []
@@ -466,7 +467,7 @@ def build_page(translator: Translator, assets: Path, title: str):
     import gradio as gr
     from PIL import Image
 
-    from p2p.images import open_image, save_image
+    from p2p.images.eight_bit import open_image, save_image
     from p2p.models import TEST_MODES
 
     model = translator.model

@@ -34,8 +34,8 @@ from PIL import Image
 from torch import nn
 
 from p2p import serve  # serve.py imports the web stack only where it is used
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 # ---- checkpoints, datasets, images -----------------------------------------------------------
 

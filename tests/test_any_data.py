@@ -14,15 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.data.paired import PairedImages, augment, to_float
 from p2p.data.preprocess import MODES, Preprocess
 from p2p.errors import P2PError
-from p2p.images import encode_raster, read_raster, save_raster
+from p2p.images.raster import encode_raster, read_raster, save_raster
+from p2p.inference.translate import load
 from p2p.models import GeneratorConfig, UnetGenerator
 from p2p.recipe import recipe_from_dict
-from p2p.translate import load
 from p2p.weights import load_checkpoint
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 TINY_MODEL = {"num_downs": 5, "ngf": 4, "ndf": 4}
 SMALL_GENERATOR = {"num_downs": 5, "ngf": 4}

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import p2p
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.errors import P2PError
-from p2p.images import read_raster
+from p2p.images.raster import read_raster
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 UINT16 = {"dtype": "uint16", "range": [0.0, 65535.0], "explicit": False}

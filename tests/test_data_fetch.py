@@ -20,7 +20,7 @@ import torch
 from p2p import download
 from p2p.data import catalog
 from p2p.errors import P2PError
-from p2p.images import encode_image
+from p2p.images.eight_bit import encode_image
 from p2p.paths import datasets_dir
 
 TINY = catalog.Dataset("tiny", "edges", "photo", {"train": 3, "val": 2}, "tiny.tar.gz")

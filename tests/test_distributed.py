@@ -15,11 +15,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2p import distributed
 from p2p.data.paired import augment
 from p2p.data.synthetic import make_pair
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
+from p2p.training import distributed
 from p2p.weights import load_checkpoint
 
 # fp32 (amp: false, whatever the default): the comparisons below hold to float32 rounding, which
@@ -99,7 +99,7 @@ import contextlib, sys, time
 from datetime import timedelta
 from pathlib import Path
 import torch
-from p2p import distributed
+from p2p.training import distributed
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
 from p2p.training.loop import build_models, train_step

@@ -4,10 +4,10 @@ one-line refusal when even that cannot fit."""
 import pytest
 import torch
 
-from p2p import footprint
 from p2p.errors import P2PError
 from p2p.models import count_parameters
 from p2p.recipe import recipe_from_dict
+from p2p.training import footprint
 from p2p.training.loop import build_models
 
 

@@ -14,9 +14,9 @@ from conftest import skip_or_fail
 from p2p_testing import HubMirror, p2p_process, published_file
 from PIL import Image
 
-from p2p import hub
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights import hub
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

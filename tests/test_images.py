@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.images import encode_image, list_images, read_image, save_image, to_uint8
+from p2p.images.eight_bit import encode_image, read_image, save_image, to_uint8
+from p2p.images.files import list_images
 
 
 def png_bytes(img: Image.Image) -> bytes:

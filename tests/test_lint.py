@@ -27,6 +27,54 @@ def test_layers_import_downward_only():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
 
 
+def import_cycles(imports: dict[str, set[str]]) -> list[list[str]]:
+    """The cycles of an import graph (module -> the modules it imports): its strongly connected
+    components of more than one module, or of one module importing itself."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(module: str) -> None:  # Tarjan's algorithm
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for other in sorted(imports.get(module, ())):
+            if other not in index:
+                visit(other)
+                low[module] = min(low[module], low[other])
+            elif other in on_stack:
+                low[module] = min(low[module], index[other])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1 or module in imports.get(module, ()):
+                cycles.append(sorted(component))
+
+    for module in sorted(imports):
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_import_cycles_are_found():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"a"}}) == [["a"]]
+    assert import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_no_module_imports_itself_back_not_even_inside_a_package():
+    """The layers contract does not look inside a layer's package (p2p.training's modules may
+    import each other): no cycle there either, nor through a package's __init__."""
+    try:
+        import grimp  # installed with import-linter (the test extra)
+    except ImportError:
+        skip_or_fail("grimp comes with import-linter, in the test extra: pip install -e '.[test]'",
+                     "CI")
+    graph = grimp.build_graph("p2p", exclude_type_checking_imports=True)
+    imports = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    assert import_cycles(imports) == []
+
+
 def imports_of_test_modules(source: str) -> list[tuple[int, str]]:
     """(line, module) of every import in ``source`` that reaches a test module: ``test_x``,
     ``tests`` or ``tests.x``, or a relative import (tests/ is no package), at any depth, and

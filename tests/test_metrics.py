@@ -18,7 +18,7 @@ from PIL import Image
 from scipy.stats import entropy
 
 from p2p.errors import P2PError
-from p2p.images import to_uint8
+from p2p.images.eight_bit import to_uint8
 from p2p.metrics import class_scores, frechet, inception
 from p2p.metrics.features import Settings, Tally, network_outputs, preprocessed_batches
 

@@ -10,13 +10,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from p2p.checkpoint import generator_state, save_checkpoint
+from p2p import published
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
-from p2p.images import to_uint8
-from p2p.metrics import class_scores, frechet, protocol
+from p2p.images.eight_bit import to_uint8
+from p2p.metrics import class_scores, frechet
 from p2p.metrics.features import Settings
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.recipe import load_recipe
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = GeneratorConfig(num_downs=6, ngf=8)  # 6 levels: the smallest with dropout
@@ -50,6 +52,12 @@ class Recorder(nn.Module):
         return pooled.softmax(1) if self.softmax else pooled
 
 
+def as_model(generator: nn.Module):
+    """The generator as the protocol runs it (fp32, the reference layout), reading AtoB."""
+    return published.protocol_model(generator, generator_state(generator, "AtoB", 64),
+                                    torch.device("cpu"))
+
+
 @pytest.fixture
 def dataset(tmp_path) -> PairedImages:
     return PairedImages(write_pairs(tmp_path / "data", "test", 6), "test", "AtoB", 64)
@@ -58,7 +66,7 @@ def dataset(tmp_path) -> PairedImages:
 def test_paper_mode_uses_each_batch_of_4s_statistics_and_dropout(dataset):
     generator = make_generator().eval()
     torch.manual_seed(5)
-    outputs = list(protocol.paper_mode_outputs(generator, dataset, 4, torch.device("cpu")))
+    outputs = list(published.generated(as_model(generator), dataset, 4))
     assert [len(o) for o in outputs] == [4, 2] and not generator.training
     sources, _ = dataset.get_many([0, 1, 2, 3])
     reference = make_generator().train()
@@ -67,7 +75,7 @@ def test_paper_mode_uses_each_batch_of_4s_statistics_and_dropout(dataset):
         expected = reference(to_float(sources))
     torch.testing.assert_close(outputs[0], expected)
     torch.manual_seed(6)
-    other_seed = next(protocol.paper_mode_outputs(generator, dataset, 4, torch.device("cpu")))
+    other_seed = next(published.generated(as_model(generator), dataset, 4))
     assert not torch.allclose(other_seed, outputs[0])  # dropout is on
 
 
@@ -75,11 +83,11 @@ def test_fid_reads_float_outputs_and_is_their_truncated_uint8(dataset):
     generator = make_generator()
     fid_net, is_net = Recorder(), Recorder(softmax=True)
     torch.manual_seed(0)  # the same dropout noise as below
-    result = protocol.evaluate(generator, dataset, fid_net, is_net, Settings(batch_size=4),
-                               splits=2)
+    result = published.evaluate(as_model(generator), dataset, fid_net, is_net,
+                                Settings(batch_size=4), splits=2)
     same = make_generator()
     torch.manual_seed(0)
-    outputs = torch.cat(list(protocol.paper_mode_outputs(same, dataset, 4, torch.device("cpu"))))
+    outputs = torch.cat(list(published.generated(as_model(same), dataset, 4)))
     real_inputs, fake_inputs = torch.cat(fid_net.inputs[:2]), torch.cat(fid_net.inputs[2:])
     targets = torch.stack([dataset[i][1] for i in range(6)])
     assert torch.equal(real_inputs, torch.stack([frechet.fid_input(t) for t in targets]))
@@ -100,13 +108,14 @@ def test_fid_reads_float_outputs_and_is_their_truncated_uint8(dataset):
 
 def test_real_statistics_are_cached_by_the_split_files(dataset, p2p_home):
     fid_net, is_net = Recorder(), Recorder(softmax=True)
-    key = list(protocol.dataset_key_items(dataset, "test"))
-    first = protocol.evaluate(make_generator(), dataset, fid_net, is_net, Settings(), splits=2,
-                              real_key_items=key)
+    key = list(published.dataset_key_items(dataset, "test"))
+    first = published.evaluate(as_model(make_generator()), dataset, fid_net, is_net, Settings(),
+                               splits=2, real_key_items=key)
     seen = len(fid_net.inputs)
     progress = []
-    again = protocol.evaluate(make_generator(), dataset, fid_net, is_net, Settings(), splits=2,
-                              real_key_items=key, progress=lambda *a: progress.append(a))
+    again = published.evaluate(as_model(make_generator()), dataset, fid_net, is_net, Settings(),
+                               splits=2, real_key_items=key,
+                               progress=lambda *a: progress.append(a))
     assert len(fid_net.inputs) - seen == 2  # the two fake batches only
     assert progress[0] == (6, 12) and progress[-1] == (12, 12)
     assert len(list((p2p_home / "fid-stats").glob("*.npz"))) == 1
@@ -114,16 +123,16 @@ def test_real_statistics_are_cached_by_the_split_files(dataset, p2p_home):
 
 
 def test_tasks_and_recipes_pick_the_tables_split_direction_and_size():
-    facades = protocol.target_for_task("facades")
+    facades = published.target_for_task("facades")
     assert (facades.data, facades.split, facades.direction, facades.load_size) == (
         "facades", "test", "BtoA", 256)
-    assert protocol.target_for_task("maps2aerial").row.official_fid == 102.072
-    recipe = protocol.target_for_recipe(ROOT / "recipes" / "aerial2maps.yaml")
+    assert published.target_for_task("maps2aerial").row.official_fid == 102.072
+    recipe = published.target_for_recipe(ROOT / "recipes" / "aerial2maps.yaml")
     assert recipe.row.task == "aerial2maps" and recipe.load_size == 256 and recipe.split == "val"
-    quick = protocol.target_for_recipe(ROOT / "recipes" / "quickstart.yaml")
+    quick = published.target_for_recipe(ROOT / "recipes" / "quickstart.yaml")
     assert quick.row is None and quick.split is None
     with pytest.raises(P2PError, match="facades, aerial2maps, maps2aerial, edges2shoes"):
-        protocol.target_for_task("facade")
+        published.target_for_task("facade")
 
 
 def test_run_prints_the_documented_json_and_the_table_beside_the_published_rows(
@@ -173,3 +182,14 @@ def test_run_refuses_what_does_not_fit(cli, tmp_path):
     assert r.exit_code == 2 and "--checkpoint" in r.stderr
     r = cli("eval", "run", "--checkpoint", checkpoint)
     assert r.exit_code == 2 and "exactly one" in r.stderr
+
+
+@pytest.mark.parametrize("mode, size", [("resize_and_crop", 64), ("scale_width", 72),
+                                        ("scale_width_and_crop", 72), ("none", 72)])
+def test_a_recipes_target_is_sized_as_translate_and_validation_size_it(tmp_path, mode, size):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text((ROOT / "recipes" / "quickstart.yaml").read_text().replace(
+        "  crop_size: 64\n", f"  crop_size: 64\n  preprocess: {mode}\n"))
+    target = published.target_for_recipe(recipe)
+    expected = load_recipe(recipe).data.preprocessing().at_test_time()
+    assert target.preprocess == expected and target.load_size == size

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2p.data.prepare import assign_splits
-from p2p.images import read_image, save_image
+from p2p.images.eight_bit import read_image, save_image
 
 
 def image(seed: int, height: int = 8, width: int = 12) -> torch.Tensor:

@@ -15,11 +15,10 @@ import pytest
 import torch
 from p2p_testing import published_file, write_images
 
-from p2p import checkpoint
 from p2p.data import catalog
 from p2p.data.synthetic import make_pair
 from p2p.models import GeneratorConfig, UnetGenerator
-from p2p.weights import load_checkpoint
+from p2p.weights import checkpoint, load_checkpoint
 
 P2P = [sys.executable, "-m", "p2p"]
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from p2p_testing import parse_self_contained
 from PIL import Image
 
-from p2p import report
-from p2p.images import save_image
+from p2p.images.eight_bit import save_image
 from p2p.recipe import dump_recipe, recipe_from_dict
+from p2p.training import report
 
 ITERS = 100
 

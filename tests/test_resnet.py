@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from p2p import checkpoint, zoo
 from p2p.errors import P2PError
 from p2p.models import (
     GeneratorConfig,
@@ -25,7 +24,7 @@ from p2p.models import (
     input_multiple,
 )
 from p2p.recipe import recipe_from_dict
-from p2p.weights import load_generator
+from p2p.weights import checkpoint, load_generator, zoo
 
 
 def resnet(blocks=2, ngf=4, norm="batch", dropout=False, in_channels=3, out_channels=3):
@@ -282,7 +281,7 @@ def test_train_and_translate_a_resnet_run(cli, tmp_path):
 
 
 def test_memory_footprint_counts_the_resnet_it_will_build():
-    from p2p import footprint
+    from p2p.training import footprint
 
     for generator in ("unet", "resnet_6blocks", "resnet_9blocks"):
         recipe = recipe_from_dict({"model": {"generator": generator, "ngf": 8}})

@@ -20,9 +20,10 @@ from conftest import ROOT
 from p2p_testing import make_dataset, make_serve_checkpoint, png, running, size_of, web_stack
 from PIL import Image
 
-from p2p import serve, translate  # serve.py imports the web stack only where it is used
-from p2p.checkpoint import generator_state, save_checkpoint
+from p2p import serve  # serve.py imports the web stack only where it is used
+from p2p.inference import translate
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 
 @pytest.fixture(scope="module")

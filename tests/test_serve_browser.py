@@ -43,7 +43,8 @@ def page_server(tmp_path_factory):
         skip_or_fail("the serve extra is not installed: pip install -e '.[serve]'", "CI")
     from p2p_testing import make_dataset, make_serve_checkpoint, running
 
-    from p2p import serve, translate
+    from p2p import serve
+    from p2p.inference import translate
 
     root = tmp_path_factory.mktemp("browser")
     checkpoint = make_serve_checkpoint(root / "tiny.pt", make_dataset(root / "data"))

@@ -6,7 +6,7 @@ from p2p_testing import parse_self_contained, read_events
 
 pytest.importorskip("tensorboard")
 
-from p2p.tensorboard import SAMPLE_TAG, SCALAR_TAGS, open_tensorboard  # noqa: E402
+from p2p.training.loggers import SAMPLE_TAG, SCALAR_TAGS, open_tensorboard  # noqa: E402
 
 
 def test_train_logs_scalars_and_samples_then_reports(cli, tiny, tmp_path):  # noqa: F811

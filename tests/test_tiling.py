@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch import nn
 
-from p2p.checkpoint import generator_state, save_checkpoint
 from p2p.errors import P2PError
+from p2p.inference.tiling import check_tiling, ramp, tile_starts, translate_tiled
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from p2p.tiling import check_tiling, ramp, tile_starts, translate_tiled
+from p2p.weights.checkpoint import generator_state, save_checkpoint
 
 
 def float_tiled(model: nn.Module, image: torch.Tensor, **kw) -> torch.Tensor:
@@ -181,7 +181,7 @@ def test_instance_norm_models_tile_in_paper_mode(cli, tmp_path):
 def test_sixteen_bit_four_channel_data_tiles_at_its_depth(cli, tmp_path):
     # Inputs of other depths arrive normalized as floats and leave as the model's depth: a tiled
     # image that fits one tile is the --keep-size output, in 16 bits.
-    from p2p.images import read_raster, save_raster
+    from p2p.images.raster import read_raster, save_raster
 
     torch.manual_seed(0)
     generator = init_weights(UnetGenerator(GeneratorConfig(num_downs=5, ngf=8, in_channels=4,

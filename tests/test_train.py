@@ -95,8 +95,8 @@ def test_sigint_saves_a_checkpoint_and_resume_continues(tiny, tmp_path):
 
 
 def test_incomplete_or_foreign_checkpoints_are_user_errors(tmp_path):
-    from p2p.checkpoint import FORMAT, save_checkpoint
     from p2p.errors import P2PError
+    from p2p.weights.checkpoint import FORMAT, save_checkpoint
 
     save_checkpoint(tmp_path / "partial.pt", {"generator": {}})
     with pytest.raises(P2PError, match="incomplete p2p checkpoint .no generator_config"):

@@ -313,7 +313,7 @@ def test_folder_cannot_go_to_stdout(cli, checkpoint, tmp_path):
 
 
 def test_task_uses_the_zoo_checkpoint(cli, checkpoint, tmp_path, monkeypatch):
-    import p2p.zoo
+    import p2p.weights.zoo
 
     asked = []
 
@@ -321,7 +321,7 @@ def test_task_uses_the_zoo_checkpoint(cli, checkpoint, tmp_path, monkeypatch):
         asked.append(name)
         return checkpoint
 
-    monkeypatch.setattr(p2p.zoo, "checkpoint_path", checkpoint_path)
+    monkeypatch.setattr(p2p.weights.zoo, "checkpoint_path", checkpoint_path)
     source = write_image(tmp_path / "x.png", 32, 32)
     r = cli("translate", "--task", "facades", source, tmp_path / "y.png")
     assert r.exit_code == 0, r.stderr

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from p2p import device as device_module
 from p2p.device import autocast_dtype
 from p2p.errors import P2PError
-from p2p.images import pad_to_multiple
+from p2p.images.raster import pad_to_multiple
+from p2p.inference.generator import run_generator
+from p2p.inference.translate import plan_jobs
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights
-from p2p.translate import plan_jobs, run_generator
 
 
 def tiny_generator(dropout: bool = False) -> UnetGenerator:

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from p2p_testing import make_checkpoint
 from PIL import EpsImagePlugin, Image
 
-from p2p import images
 from p2p.errors import ImageTooLarge, P2PError
+from p2p.images import eight_bit, files, raster
 from p2p.metrics import frechet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,8 +121,8 @@ def no_decoding(monkeypatch) -> list[str]:
 # ---- formats: an allow-list ------------------------------------------------------------------
 
 def test_pillow_opens_only_the_allow_list_everywhere():
-    assert {fmt for fmt in images.FORMATS.values() if fmt != "NPY"} <= set(images.PIL_FORMATS)
-    assert not {"EPS", "PS", "PDF"} & set(images.PIL_FORMATS)
+    assert {fmt for fmt in files.FORMATS.values() if fmt != "NPY"} <= set(files.PIL_FORMATS)
+    assert not {"EPS", "PS", "PDF"} & set(files.PIL_FORMATS)
     for path in (ROOT / "p2p").rglob("*.py"):  # the code's calls, not the docs' examples
         for call in ast.walk(ast.parse(path.read_text())):
             if isinstance(call, ast.Call) and ast.unparse(call.func) == "Image.open":
@@ -141,8 +141,8 @@ def test_eps_in_a_translate_folder_never_reaches_ghostscript(cli, checkpoint, tm
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("read", [images.read_raster, images.decode_image, images.open_image,
-                                  lambda data: images.declared_size(data, "<stdin>")])
+@pytest.mark.parametrize("read", [raster.read_raster, raster.decode_image, eight_bit.open_image,
+                                  lambda data: eight_bit.declared_size(data, "<stdin>")])
 def test_eps_bytes_are_not_an_image_to_any_reader(monkeypatch, read):
     calls = no_decoding(monkeypatch)
     with pytest.raises(P2PError, match="not an image"):
@@ -154,11 +154,11 @@ def test_eps_bytes_are_not_an_image_to_any_reader(monkeypatch, read):
 
 def test_pages_times_size_is_limited_before_decoding(monkeypatch):
     # 300 pages of 8x8 under a limit of 299 such pages: the real limit, 2 GiB, scaled down.
-    monkeypatch.setattr(images, "MAX_DECODED_BYTES", 299 * 8 * 8)
-    data = images.encode_raster(np.zeros((8, 8, 300), np.uint8), "TIFF")
+    monkeypatch.setattr(files, "MAX_DECODED_BYTES", 299 * 8 * 8)
+    data = raster.encode_raster(np.zeros((8, 8, 300), np.uint8), "TIFF")
     calls = no_decoding(monkeypatch)
     with pytest.raises(ImageTooLarge, match=r"many.tif: 8x8 pixels of 300 uint8 channel\(s\)"):
-        images.read_raster(data, "many.tif")
+        raster.read_raster(data, "many.tif")
     assert calls == []
 
 
@@ -177,9 +177,9 @@ def test_tiff_header_bombs_are_too_large_before_allocating(cli, checkpoint, tmp_
 
 
 def test_a_loop_in_the_chain_of_pages_is_refused_at_once():
-    limit = images.MAX_TIFF_PAGES
+    limit = files.MAX_TIFF_PAGES
     with pytest.raises(ImageTooLarge, match=f"loop.tif: more than {limit} pages"):
-        images.read_raster(looped_tiff(), "loop.tif")
+        raster.read_raster(looped_tiff(), "loop.tif")
 
 
 def test_rows_without_strips_are_refused_before_decoding(monkeypatch):
@@ -187,7 +187,7 @@ def test_rows_without_strips_are_refused_before_decoding(monkeypatch):
     data = tiff_declaring(compression="zlib", height=100_000, rows_per_strip=1)
     calls = no_decoding(monkeypatch)
     with pytest.raises(P2PError, match="fewer strips or tiles than its size needs"):
-        images.read_raster(data, "strips.tif")
+        raster.read_raster(data, "strips.tif")
     assert calls == []
 
 
@@ -216,7 +216,7 @@ def test_npy_shape_bomb_in_translate(cli, checkpoint, tmp_path):
 def test_npy_headers_are_checked_before_loading(monkeypatch, header, message):
     calls = no_decoding(monkeypatch)
     with pytest.raises(P2PError, match=f"x.npy: {message}"):
-        images.read_raster(header, "x.npy")
+        raster.read_raster(header, "x.npy")
     assert calls == []
 
 
@@ -272,7 +272,7 @@ def test_devices_and_pipes_are_refused_unread(cli, checkpoint, tmp_path, kind):
     frechet.save_statistics(frechet.statistics(features), real)
     r = cli("eval", "fid", real, special_file(kind, tmp_path / "stats.npz"))
     one_error_line(r, "stats.npz: not a regular file")
-    assert images.list_images(tmp_path) == []
+    assert files.list_images(tmp_path) == []
 
 
 # ---- data pair --height ----------------------------------------------------------------------
@@ -301,15 +301,15 @@ def _seed_files() -> dict[str, bytes]:
         buffer = io.BytesIO()
         tifffile.imwrite(buffer, stack, photometric="minisblack", compression=compression)
         tiffs[f"{compression}.tif"] = buffer.getvalue()  # three pages
-    return {"rgb.png": images.encode_raster(rgb, "PNG"),
-            "rgb.jpg": images.encode_raster(rgb, "JPEG"),
-            "16bit.png": images.encode_raster(rgb.astype(np.uint16) * 257, "PNG"),
+    return {"rgb.png": raster.encode_raster(rgb, "PNG"),
+            "rgb.jpg": raster.encode_raster(rgb, "JPEG"),
+            "16bit.png": raster.encode_raster(rgb.astype(np.uint16) * 257, "PNG"),
             "rgb.npy": npy(rgb), **tiffs}
 
 
 SEEDS = _seed_files()
-READERS = [images.read_raster, images.decode_image, images.open_image,
-           lambda source: images.declared_size(source, "x")]
+READERS = [raster.read_raster, raster.decode_image, eight_bit.open_image,
+           lambda source: eight_bit.declared_size(source, "x")]
 
 
 @settings(max_examples=150, deadline=None,

@@ -29,12 +29,11 @@ from conftest import skip_or_fail
 from p2p_testing import SMALL, HubMirror, PublishedUnet, p2p_process, seeded
 from PIL import Image
 
-from p2p import checkpoint, hub, safe_pickle, zoo
 from p2p.errors import P2PError
 from p2p.export import export_folder
 from p2p.models import GeneratorConfig, UnetGenerator, init_weights, state_shapes
 from p2p.recipe import recipe_from_dict
-from p2p.weights import load_checkpoint, load_generator
+from p2p.weights import checkpoint, hub, load_checkpoint, load_generator, safe_pickle, zoo
 
 CONFIG = GeneratorConfig(num_downs=5, ngf=4)  # a 32x32 U-Net of ~70k parameters
 

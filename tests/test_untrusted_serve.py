@@ -30,7 +30,8 @@ import requests
 from conftest import ROOT
 from p2p_testing import make_dataset, make_serve_checkpoint, png, running, size_of, web_stack
 
-from p2p import serve, translate
+from p2p import serve
+from p2p.inference import translate
 
 SECRET = "p2p-test-secret-4d1f"
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from p2p import checkpoint as ckpt
 from p2p.data.synthetic import make_pair
 from p2p.errors import P2PError
+from p2p.weights import checkpoint as ckpt
 from p2p.weights import load_checkpoint, resolve, run_directory
 
 RECIPE = """
@@ -164,8 +164,8 @@ def test_fine_tuning_starts_from_the_weights_records_them_and_resumes_without_th
     tune = recipe(2, model=f"init_from: '{spec}'", train="lr: 0.00005, log_every: 1")
 
     # The generator starts as the source's, D and the optimizers fresh.
-    from p2p.distributed import World
     from p2p.recipe import load_recipe
+    from p2p.training.distributed import World
     from p2p.training.loop import build_models, init_generator
 
     models = build_models(load_recipe(tune), torch.device("cpu"))
@@ -244,11 +244,11 @@ class ChannelMeans(torch.nn.Module):
 
 def test_val_fid_compares_the_float_outputs_with_the_cached_real_statistics(
         cli, recipe, tmp_path, p2p_home, monkeypatch):
-    from p2p import validation
+    from p2p.inference.generator import run_generator
     from p2p.metrics import frechet, inception
     from p2p.recipe import load_recipe
-    from p2p.training.loop import build_models
-    from p2p.translate import run_generator
+    from p2p.training import validation
+    from p2p.training.loop import build_models, inference_model
 
     monkeypatch.setattr(inception, "fid_inception", lambda weights, progress: ChannelMeans())
     fid_recipe = recipe(2, train="val_every: 1, val_fid: true, best_metric: fid")
@@ -275,7 +275,8 @@ def test_val_fid_compares_the_float_outputs_with_the_cached_real_statistics(
         frechet.statistics(ChannelMeans()(torch.stack([frechet.fid_input(t) for t in targets]))
                        .double().numpy()),
         frechet.statistics(ChannelMeans()(outputs).double().numpy()))
-    assert validation.validate(validator, models.generator)["fid"] == pytest.approx(expected)
+    model = inference_model(models, loaded, torch.device("cpu"))
+    assert validation.validate(validator, model)["fid"] == pytest.approx(expected)
 
 
 def test_recipe_checks_the_new_values(recipe):
@@ -306,7 +307,7 @@ def test_keep_checkpoints_zero_and_missing_validation_split(cli, recipe, tmp_pat
 def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, recipe, tmp_path):
     from p2p_testing import parse_self_contained
 
-    from p2p.report import read_log
+    from p2p.training.report import read_log
 
     run = tmp_path / "run"
     tensorboard = importlib.util.find_spec("tensorboard") is not None
@@ -337,8 +338,8 @@ def test_report_and_tensorboard_show_validation_and_the_best_checkpoint(cli, rec
 def test_the_facades_fine_tune_recipe_fits_the_published_facades_generator():
     from pathlib import Path
 
-    from p2p import zoo
     from p2p.recipe import load_recipe
+    from p2p.weights import zoo
 
     recipes = Path(__file__).resolve().parent.parent / "recipes"
     tune = load_recipe(recipes / "facades_finetune.yaml")

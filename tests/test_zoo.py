@@ -35,10 +35,10 @@ from p2p_testing import (
 )
 from torch import nn
 
-from p2p import checkpoint, export, zoo
+from p2p import export
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, UnetGenerator
-from p2p.weights import load_checkpoint, load_generator
+from p2p.weights import checkpoint, load_checkpoint, load_generator, zoo
 
 
 def serve(http_server, monkeypatch, name: str, body: bytes, full_hash=False) -> zoo.ZooEntry:
@@ -185,7 +185,7 @@ def test_restricted_reader_builds_numpy_only_as_numpy_checks_it(tmp_path):
     """numpy's own unpickling trusts its input: an ndarray called on raw bytes with an object
     dtype, or a dtype state saying an object dtype holds no objects, would make objects of
     arbitrary bytes. Arrays are rebuilt; those are refused."""
-    from p2p import safe_pickle
+    from p2p.weights import safe_pickle
 
     arrays = {"f8": np.arange(5.0), "objects": np.array([1, "x", None], dtype=object),
               "text": np.array(["ab", "c"]), "days": np.array(["2020-01-01"], dtype="M8[D]"),
@@ -221,7 +221,7 @@ def touch_command(marker) -> str:
 def test_malicious_mmengine_checkpoint_is_refused(cli, tmp_path, make_payload):
     """The mmagic format reads other classes as placeholders, but calls nothing: a pickle that
     would call a function is refused before anything runs."""
-    from p2p import safe_pickle
+    from p2p.weights import safe_pickle
 
     _, plain = published_file("mmagic")
     raw = torch.load(io.BytesIO(plain), weights_only=True)
@@ -435,7 +435,7 @@ def test_import_mmengine_checkpoint_without_mmengine(cli, tmp_path):
 def test_mmengine_objects_are_read_as_inert_placeholders(tmp_path):
     """Classes the file names are never looked up or called, even where they exist: a reduce of
     one yields a placeholder holding its arguments and state."""
-    from p2p import safe_pickle
+    from p2p.weights import safe_pickle
 
     marker = tmp_path / "code-ran"
 

@@ -4,10 +4,10 @@ import sys
 
 import typer
 
-from p2p import __version__
 from p2p.cli import console
 from p2p.errors import P2PError
 from p2p.paths import StdoutClosed, stdout_write_errors
+from p2p.version import __version__
 
 app = typer.Typer(
     name="p2p",

@@ -76,3 +76,32 @@ def lazy_bar(stack: contextlib.ExitStack, description: str,
         update(done, total)
 
     return progress
+
+
+class BarsInTurn(contextlib.ExitStack):
+    """Progress bars shown one after another (rich shows one live display at a time): the first
+    update of another bar closes the one before. ``bar(key, ...)`` gives a callback
+    ``update(completed, total=None, description=None)`` that opens its bar on first use."""
+
+    def __init__(self):
+        super().__init__()
+        self._shown: str | None = None
+        self._update: Callable[..., None] | None = None
+
+    def bar(self, key: str, total: int | None = None, unit: str = "items") -> Callable[..., None]:
+        first_total = total
+
+        def update(completed: int, total: int | None = None,
+                   description: str | None = None) -> None:
+            if self._shown != key:
+                self.close()
+                self._update = self.enter_context(progress_bar(
+                    description or key, total or first_total, unit=unit))
+                self._shown = key
+            self._update(completed, total, description)
+
+        return update
+
+    def close(self) -> None:
+        super().close()
+        self._shown = self._update = None

@@ -20,7 +20,7 @@ from p2p.metrics import GENERATOR_BATCH, INCEPTION_BATCH, SPLITS, THREADS
 # The networks (p2p.metrics.frechet, ...) are imported inside the commands, so `p2p --help` and
 # completion skip torch.
 if TYPE_CHECKING:
-    from p2p.metrics import protocol
+    from p2p import published
 
 app = typer.Typer(help="Evaluate translations: FID and Inception Score as in the published "
                   "table; L1, PSNR and SSIM against the targets.",
@@ -181,14 +181,14 @@ def run_command(
 ) -> None:
     """Translate a test split with the published table's protocol; print FID and IS next to the
     published mmagic and official numbers."""
-    from p2p.metrics import protocol
+    from p2p import published
 
     if (recipe is None) == (task is None):
         raise P2PError("give --recipe PATH or --task NAME, exactly one")
-    target = (protocol.target_for_task(task, data) if task is not None
-              else protocol.target_for_recipe(recipe, data))
+    target = (published.target_for_task(task, data) if task is not None
+              else published.target_for_recipe(recipe, data))
     with contextlib.ExitStack() as bars:
-        result = protocol.run(
+        result = published.run(
             target, checkpoint, metrics.settings(device, INCEPTION_BATCH, workers), weights,
             batch_size=batch_size, seed=seed, splits=splits,
             progress=console.lazy_bar(bars, "translating and scoring", "items"),
@@ -202,7 +202,7 @@ def run_command(
     _print_comparison(result, target)
 
 
-def _print_comparison(result: "protocol.RunResult", target: "protocol.Target") -> None:
+def _print_comparison(result: "published.RunResult", target: "published.Target") -> None:
     row = target.row
     title = (f"{row.task if row else target.data}: {result.split} split, {result.n_fake} images, "
              f"{target.direction}")

@@ -20,7 +20,7 @@ def report(
 ) -> None:
     """Write an HTML report of a run (loss curves, samples, recipe, metrics, throughput);
     prints its path on stdout."""
-    from p2p import report as core  # here, so `p2p --help` skips torch
+    from p2p.training import report as core  # here, so `p2p --help` skips torch
 
     thinning = {} if max_samples is None else {"max_samples": max_samples}
     result = core.write_report(run_dir, out, **thinning)

@@ -45,37 +45,35 @@ def train(
 def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
            held: contextlib.ExitStack, start_up: contextlib.ExitStack) -> None:
     """``held``: what stays held until the command ends (the run lock); ``start_up``: closed when
-    the core takes over the signals."""
+    training is over, or when torchrun takes over the signals."""
     # The core is imported here, not at the top, so `p2p --help` and completion skip torch.
-    from p2p import distributed, run_lock
+    import p2p
+    from p2p import run_lock
     from p2p.recipe import load_recipe
-    from p2p.tensorboard import open_tensorboard
+    from p2p.training import distributed
     from p2p.training import loop as core
+    from p2p.training.run import Stopped
 
     world = distributed.world_from_env()
     if nproc > 1 and world.size > 1:
         raise P2PError("--nproc starts torchrun, but this process already runs under it",
                        "leave out --nproc under torchrun")
+    assignments = [f"train.iters={iters}"] if iters is not None else []
+    assignments += ["train.tensorboard=true"] if tensorboard else []
     if resume is not None:
         if recipe_path is not None or overrides or data or out:
             raise P2PError("--resume continues a run with its own recipe",
                            "pass only --resume RUN_DIR (and --iters N to extend it)")
         run_dir = resume
-        recipe = core.load_run(run_dir, iters)
     else:
         if recipe_path is None:
             raise P2PError("no recipe given", "p2p train recipes/quickstart.yaml")
-        extra = [f"train.iters={iters}"] if iters is not None else []
-        extra += [f"data.path={data}"] if data is not None else []
-        recipe = load_recipe(recipe_path, [*overrides, *extra])
-        run_dir = out or Path("runs") / recipe.name
-
-    if tensorboard:
-        recipe.train.tensorboard = True
-    # One writer per run directory; what the processes would refuse is refused before they
-    # start (under --nproc: said once).
-    data_root = held.enter_context(core.claimed(recipe, run_dir, nproc))
-    if nproc > 1:
+        assignments = [*overrides, *assignments, *([f"data.path={data}"] if data else [])]
+    if nproc > 1:  # the launcher: it holds the run and refuses what the processes would
+        recipe = (core.load_run(run_dir, assignments) if resume is not None
+                  else load_recipe(recipe_path, assignments))
+        run_dir = run_dir if resume is not None else out or Path("runs") / recipe.name
+        held.enter_context(core.claimed(recipe, run_dir, nproc))
         if resume is None:
             core.check_new_run(run_dir)
         worker_args = ["train", "--resume", str(run_dir)] if resume is not None else [
@@ -88,38 +86,45 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
         start_up.close()  # torchrun takes the signals and passes them to the processes
         with run_lock.lent_to_children():
             raise typer.Exit(distributed.launch(nproc, worker_args))
+
+    # Until the loop takes the signals, one stops the command unsaved (StoppedBeforeStart).
+    source = None if resume is not None else recipe_path
+    target = resume if resume is not None else out
     if not world.is_main:  # the other ranks train quietly; rank 0 reports for all
         try:
-            dataset = core.load_dataset(recipe, data_root)
-            start_up.close()
-            outcome = core.train(recipe, dataset, run_dir, resume is not None)
-        except StoppedBeforeStart:
+            p2p.train(source, out=target, overrides=assignments, resume=resume is not None)
+        except (StoppedBeforeStart, Stopped):
             raise typer.Exit(130) from None
-        raise typer.Exit(130 if outcome.stopped_by else 0)
-    board = open_tensorboard(run_dir) if recipe.train.tensorboard else None
-    on_sample = board.sample if board else None
-    processes = f" in {world.size} processes" if world.size > 1 else ""
-    console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
-                 f"({recipe.data.direction}){processes} -> {run_dir}")
-    with console.progress_bar("loading data", unit="images") as update:
-        dataset = core.load_dataset(recipe, data_root, progress=update)
-    start_up.close()
-    with contextlib.ExitStack() as bars:
-        download = console.lazy_bar(bars, "downloading", "bytes")
-        update = (bars.enter_context(console.progress_bar("training", total=recipe.train.iters))
-                  if sys.stderr.isatty() else None)  # without a terminal: a line per log
-        outcome = core.train(recipe, dataset, run_dir, resume is not None,
-                             on_log=_also_to(board, lambda r: _show(r, update)),
-                             on_sample=on_sample, on_download=download)
-    if board:
-        board.close()
-    if outcome.stopped_by:
-        console.info(f"stopped by {outcome.stopped_by} at iteration {outcome.iteration}; "
-                     f"checkpoint saved. Continue with: p2p train --resume {run_dir}")
-        print(run_dir)
-        raise typer.Exit(130)
-    console.info(f"done: {outcome.iteration} iterations; samples and checkpoint in {run_dir}")
-    print(run_dir)
+        raise typer.Exit(0)
+
+    bars = held.enter_context(console.BarsInTurn())
+    training = None  # the bar of the iterations; without a terminal, a line per log record
+
+    def started(recipe, data_root: Path, run_dir: Path) -> None:
+        nonlocal training
+        processes = f" in {world.size} processes" if world.size > 1 else ""
+        console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
+                     f"({recipe.data.direction}){processes} -> {run_dir}")
+        if sys.stderr.isatty():
+            training = bars.bar("training", total=recipe.train.iters)
+
+    try:
+        run = p2p.train(source, out=target, overrides=assignments, resume=resume is not None,
+                        progress=lambda record: _show(record, training),
+                        on_load=bars.bar("loading data", unit="images"),
+                        on_download=bars.bar("downloading", unit="bytes"), on_start=started)
+    except Stopped as stopped:
+        bars.close()
+        console.info(f"stopped by {stopped} at iteration {stopped.iteration}; checkpoint saved. "
+                     f"Continue with: p2p train --resume {stopped.run_dir}")
+        print(stopped.run_dir)
+        raise typer.Exit(130) from None
+    finally:
+        start_up.close()  # training is over: a signal now ends the command as usual
+    bars.close()
+    iteration = next((r["iteration"] for r in reversed(run.log) if "iteration" in r), 0)
+    console.info(f"done: {iteration} iterations; samples and checkpoint in {run.path}")
+    print(run.path)
 
 
 def _log_line(record: dict) -> str:
@@ -150,18 +155,6 @@ def _show(record: dict, update=None) -> None:
         update(record["iteration"], description=_log_line(record))
     else:
         console.info(_log_line(record))
-
-
-def _also_to(board, show):
-    """``show`` each log record, and log it to TensorBoard too when it is on."""
-    if board is None:
-        return show
-
-    def on_log(record: dict) -> None:
-        show(record)
-        board.log(record)
-
-    return on_log
 
 
 @contextlib.contextmanager

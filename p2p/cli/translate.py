@@ -100,7 +100,7 @@ def translate(
             raise P2PError("input '-' reads an image from stdin, but stdin is a terminal",
                            "cat x.png | p2p translate ... - out.png")
         stdin = sys.stdin.buffer.read()
-    from p2p import translate as core  # here, so `p2p --help` skips torch
+    from p2p.inference import translate as core  # here, so `p2p --help` skips torch
 
     model = None
     if ext is None and checkpoint is not None:  # the default format follows what the model writes

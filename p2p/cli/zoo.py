@@ -30,7 +30,7 @@ def list_(json_out: Annotated[bool, typer.Option("--json", help="Print a JSON li
 
     The channel order is the published generator's; p2p converts BGR ones to RGB.
     """
-    from p2p import zoo  # here, so `p2p --help` skips torch
+    from p2p.weights import zoo  # here, so `p2p --help` skips torch
 
     rows = zoo.listing()
     if json_out:
@@ -61,7 +61,7 @@ def pull(
     ] = None,
 ) -> None:
     """Download, verify and convert a published model; prints the checkpoint path on stdout."""
-    from p2p import zoo
+    from p2p.weights import zoo
 
     with contextlib.ExitStack() as stack:
         pulled = zoo.pull(name, url=url, source_file=source_file,
@@ -93,7 +93,7 @@ def import_(
         "a ResNet's layout does and is followed).")] = True,
 ) -> None:
     """Convert a checkpoint of a published layout into the zoo; prints the checkpoint path."""
-    from p2p import zoo
+    from p2p.weights import zoo
 
     print(zoo.import_file(file, layout, name, direction=direction, image_size=image_size,
                           bgr=bgr, dropout=dropout))

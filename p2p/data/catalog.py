@@ -105,7 +105,9 @@ def archive_url(dataset: Dataset, url: str | None = None) -> str:
 
 
 def count_images(dataset: Dataset, folder: Path) -> dict[str, int]:
-    from p2p.images import list_images  # here: p2p.images imports torch, `data list` needs none
+    from p2p.images.files import (
+        list_images,  # here: p2p.images imports torch, `data list` needs none
+    )
 
     return {split: len(list_images(folder / split)) if (folder / split).is_dir() else 0
             for split in dataset.splits}

@@ -28,13 +28,13 @@ from PIL import Image
 
 from p2p.data.preprocess import Preprocess, Size, as_size
 from p2p.errors import P2PError
-from p2p.images import (
+from p2p.images.eight_bit import pil_to_tensor
+from p2p.images.files import is_image_file
+from p2p.images.raster import (
     DEPTH_RANGES,
     decode_image,
     image_size,
-    is_image_file,
     normalize,
-    pil_to_tensor,
     resize_pixels,
     split_halves,
     to_channels,

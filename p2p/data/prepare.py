@@ -14,7 +14,8 @@ from pathlib import Path
 from PIL import Image
 
 from p2p.errors import P2PError
-from p2p.images import images_by_name, list_images, open_image, save_image
+from p2p.images.eight_bit import open_image, save_image
+from p2p.images.files import images_by_name, list_images
 from p2p.limits import MAX_PIXELS, MAX_SIDE
 from p2p.paths import atomic_path, writing
 

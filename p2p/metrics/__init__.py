@@ -1,17 +1,21 @@
 """FID and Inception Score with the protocol of the published pix2pix table (mmagic's TransFID
 and TransIS, ``inception_style='PyTorch'``): the networks, the statistics, the table itself.
 
-The defaults below live here, free of torch, so that the CLI can show them in ``--help`` without
+The defaults (defaults.py) are free of torch, so that the CLI can show them in ``--help`` without
 importing the networks."""
 
 import os
 
-THREADS = min(4, os.cpu_count() or 1)  # decoding threads; more only compete with torch's own
-INCEPTION_BATCH = 50  # images per Inception forward pass (the results do not depend on it)
-SPLITS = 10  # Inception Score groups, as the table
-GENERATOR_BATCH = 4  # the table's generator batch: training-mode batch norm uses its statistics
-METRICS_FILE = "metrics.json"  # `eval run` writes it into an evaluated run; `p2p report` shows it
+from p2p.metrics.defaults import (  # re-exported: the CLI shows them in --help
+    GENERATOR_BATCH,
+    INCEPTION_BATCH,
+    METRICS_FILE,
+    SPLITS,
+    THREADS,
+)
 
+__all__ = ["GENERATOR_BATCH", "INCEPTION_BATCH", "METRICS_FILE", "SPLITS", "THREADS", "fid",
+           "fid_statistics", "inception_score", "pairs", "settings"]
 
 # ---- the Python API: what `p2p eval` prints, as numbers -----------------------------------
 # The networks are imported when a function is called (frechet.py, class_scores.py,

@@ -19,8 +19,10 @@ from scipy.special import rel_entr
 from torch import nn
 
 from p2p.errors import P2PError
-from p2p.images import list_images, pil_to_tensor, read_8bit_image, tensor_to_pil
-from p2p.metrics import SPLITS
+from p2p.images.eight_bit import pil_to_tensor, tensor_to_pil
+from p2p.images.files import list_images
+from p2p.images.raster import read_8bit_image
+from p2p.metrics.defaults import SPLITS
 from p2p.metrics.features import (
     Progress,
     Settings,

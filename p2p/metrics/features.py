@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from p2p.memory import reuse_freed_memory
-from p2p.metrics import INCEPTION_BATCH, THREADS
+from p2p.metrics.defaults import INCEPTION_BATCH, THREADS
 
 Item = TypeVar("Item")
 Progress = Callable[[int, int], None]  # (done, total)
@@ -74,3 +74,7 @@ def network_outputs(network: nn.Module, batches: Iterable[torch.Tensor], setting
             if tally:
                 tally.advance(len(batch))
     return np.concatenate(outputs)
+
+def rgb(x: torch.Tensor) -> torch.Tensor:
+    """Inception reads RGB: a gray image (1 channel) is its three equal channels."""
+    return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if x.shape[-3] == 1 else x

@@ -41,7 +41,8 @@ import torch
 from scipy import linalg
 
 from p2p.errors import P2PError
-from p2p.images import list_images, open_file, read_8bit_image, read_npy_header
+from p2p.images.files import list_images, open_file
+from p2p.images.raster import read_8bit_image, read_npy_header
 from p2p.metrics.features import (
     Item,
     Progress,

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception as tv
 
-from p2p.checkpoint import load_weights_only
 from p2p.download import download
 from p2p.errors import P2PError
 from p2p.paths import weights_dir
+from p2p.weights.checkpoint import load_weights_only
 
 INPUT_SIZE = 299
 FEATURE_DIM = 2048

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from p2p.errors import P2PError
-from p2p.images import DEPTH_RANGES, images_by_name, read_raster
-from p2p.metrics import THREADS
+from p2p.images.files import images_by_name
+from p2p.images.raster import DEPTH_RANGES, read_raster
+from p2p.metrics.defaults import THREADS
 
 WINDOW = 11
 SIGMA = 1.5

@@ -20,18 +20,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from p2p import checkpoint as ckpt
-from p2p import distributed, footprint, run_lock, validation, weights
+from p2p import run_lock, weights
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError, StoppedBeforeStart
-from p2p.images import preview_rgb, save_image
+from p2p.images.eight_bit import preview_rgb, save_image
+from p2p.inference.translate import Model, model_from_state
 from p2p.losses import discriminator_loss, generator_gan_loss
 from p2p.memory import reuse_freed_memory
-from p2p.models import PatchDiscriminator, buffers_restored, build_generator, init_weights
+from p2p.models import PatchDiscriminator, build_generator, init_weights
 from p2p.paths import append_text, write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
+from p2p.training import distributed, footprint, loggers, validation
+from p2p.weights import checkpoint as ckpt
 
 SAMPLE_COUNT = 4  # rows in a sample grid
 
@@ -154,13 +156,18 @@ class Stepper:
                           self.recipe, self.autocast, self.forward_g, self.forward_d)
 
 
+def training_precision(recipe: Recipe) -> str:
+    """``train.amp`` as translate's ``--precision``: ``auto``, ``bf16`` (true) or ``fp32``."""
+    return {False: "fp32", True: "bf16"}.get(recipe.train.amp, "auto")
+
+
 def training_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.amp`` (None: fp32), as translate's ``--precision``:
     ``auto``: bf16 on CUDA and on CPUs with native bf16 (facades 1.46x faster than fp32 on a
     Zen 4, with loss and validation curves that track fp32's: benchmarks/README.md), else fp32;
     ``true``: bf16, refused where it would be emulated; ``false``: fp32."""
-    precision = {False: "fp32", True: "bf16"}.get(recipe.train.amp, "auto")
-    return autocast_dtype(precision, device, "train.amp", asked="train.amp: true",
+    return autocast_dtype(training_precision(recipe), device, "train.amp",
+                          asked="train.amp: true",
                           instead="train.amp: auto (bf16 where native, else fp32) or false")
 
 
@@ -190,6 +197,14 @@ def generator_checkpoint(models: Models, recipe: Recipe, normalization: dict | N
     preprocess = d.preprocessing()
     return ckpt.generator_state(models.generator, d.direction, preprocess.crop_size,
                                 preprocess.to_dict(), normalization)
+
+
+def inference_model(models: Models, recipe: Recipe, device: torch.device,
+                    normalization: dict | None = None) -> Model:
+    """The generator in training as translate would run it (what its checkpoint would record):
+    samples and validation go through it."""
+    return model_from_state(models.generator, generator_checkpoint(models, recipe, normalization),
+                            device)
 
 
 def training_state(models: Models, recipe: Recipe, iteration: int,
@@ -254,16 +269,16 @@ def restore(models: Models, state: dict, source: str | Path = "the checkpoint") 
     return state["iteration"]
 
 
-def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
-                autocast: contextlib.AbstractContextManager) -> torch.Tensor:
-    """Rows of input | output | target, in [-1, 1], generated as in the paper (train mode).
+def sample_grid(model: Model, source: torch.Tensor, target: torch.Tensor,
+                precision: str) -> torch.Tensor:
+    """Rows of input | output | target, in [-1, 1], generated as training would at this batch
+    (paper mode, the batch's statistics), in the training's ``precision``.
 
-    Sampling leaves no trace: the RNG and the batch-norm running statistics are restored, so a
-    run's weights do not depend on when it sampled (resume stays bit-identical)."""
+    Sampling leaves no trace: the RNG is restored and the running statistics are not touched, so
+    a run's weights do not depend on when it sampled (resume stays bit-identical)."""
     cuda = [source.device] if source.device.type == "cuda" else []
-    with (torch.random.fork_rng(devices=cuda), buffers_restored(models.generator),
-          torch.no_grad(), autocast):
-        fake = models.generator(source).float()
+    with torch.random.fork_rng(devices=cuda):
+        fake = model.run(source, precision=precision, batch_statistics=True)
 
     rows = torch.cat([preview_rgb(source), preview_rgb(fake), preview_rgb(target)],
                      dim=3)  # side by side
@@ -272,11 +287,11 @@ def sample_grid(models: Models, source: torch.Tensor, target: torch.Tensor,
 
 def validate_and_keep_best(validator: validation.Validator, models: Models, recipe: Recipe,
                            run_dir: Path, iteration: int, best: dict | None,
-                           normalization: dict | None) -> tuple[dict, dict | None]:
+                           normalization: dict | None, model: Model) -> tuple[dict, dict | None]:
     """Score the generator on the validation pairs; when it beats ``best`` (what best.pt
     records), it becomes checkpoints/best.pt. Returns the log record and the best so far."""
     started = time.perf_counter()
-    metrics = validation.validate(validator, models.generator)
+    metrics = validation.validate(validator, model)
     seconds = time.perf_counter() - started
     metric = recipe.train.best_metric
     record = {"iteration": iteration, **{f"val_{k}": _rounded(v) for k, v in metrics.items()},
@@ -370,13 +385,20 @@ def prepare_run(recipe: Recipe, run_dir: Path) -> None:
     write_bytes_atomic(run_dir / "log.jsonl", b"")  # a log left by a start without checkpoint
 
 
-def load_run(run_dir: Path, iters: int | None = None) -> Recipe:
-    """The recipe of an existing run; ``iters`` extends (or shortens) its length, checked as
-    any recipe value."""
+# What a resumed run may change: its length and where it logs, not what it trains.
+RESUME_OVERRIDES = ("train.iters", "train.tensorboard")
+
+
+def load_run(run_dir: Path, overrides: list[str] = ()) -> Recipe:
+    """The recipe of an existing run, with ``overrides`` (``KEY=VALUE`` of
+    ``RESUME_OVERRIDES`` only) checked as any recipe value."""
     if not (run_dir / "recipe.yaml").is_file():
         raise P2PError(f"{run_dir}: not a run directory (no recipe.yaml)")
-    overrides = [f"train.iters={iters}"] if iters is not None else []
-    return load_recipe(run_dir / "recipe.yaml", overrides)
+    for assignment in overrides:
+        if assignment.split("=", 1)[0].strip() not in RESUME_OVERRIDES:
+            raise P2PError(f"{assignment}: a resumed run keeps its recipe",
+                           f"override only {' or '.join(RESUME_OVERRIDES)}")
+    return load_recipe(run_dir / "recipe.yaml", list(overrides))
 
 
 def load_dataset(recipe: Recipe, data_root: Path,
@@ -397,6 +419,7 @@ def preflight(recipe: Recipe, device: torch.device, processes: int, data_root: P
     true without native bf16, networks and a batch beyond the free memory, validation without a
     split to validate on. The CLI calls it before decoding the data; ``train`` again."""
     distributed.check(recipe, processes, device.type)
+    loggers.check(recipe)
     half = training_dtype(recipe, device) is not None
     footprint.check_fits(recipe, device, processes, half)
     if recipe.train.val_every:
@@ -425,22 +448,26 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     [-1, 1]), ``on_download`` the progress of a download before training (model.init_from's zoo
     model, the FID Inception weights for train.val_fid).
 
-    Under torchrun this process is one of several (see p2p.distributed): each trains on its share
-    of every batch, and only rank 0 writes files and calls ``on_log`` and ``on_sample``."""
+    Under torchrun this process is one of several (see p2p.training.distributed): each trains on
+    its share of every batch, and only rank 0 writes files and calls ``on_log`` and
+    ``on_sample``, and logs to the loggers the recipe turns on (loggers.py)."""
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     preflight(recipe, device, world.size, dataset.root)
     # Signals are taken from here on: one during start-up stops before the loop, unsaved.
     with (stop_on_signals() as stop, distributed.process_group(world, device),
-          reuse_freed_memory(device)):
+          reuse_freed_memory(device),
+          contextlib.closing(loggers.open_loggers(recipe, run_dir) if world.is_main
+                             else loggers.Loggers()) as trackers):
         return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop,
-                      on_download)
+                      trackers, on_download)
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            on_log: Callable[[dict], None] | None,
            on_sample: Callable[[int, torch.Tensor], None] | None,
            world: distributed.World, device: torch.device, stop: list[str],
+           trackers: loggers.Loggers,
            on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
     t = recipe.train
     models = build_models(recipe, device)
@@ -468,6 +495,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
     sample_source = step.to_device(sample_source, 0)
     sample_target = step.to_device(sample_target, 1)
     normalization = dataset.normalization()
+    model = inference_model(models, recipe, device, normalization)
 
     def save(iteration: int, history: bool = False) -> None:
         """latest.pt; ``history``: also checkpoints/iter_N.pt (a regular checkpoint)."""
@@ -481,18 +509,20 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
             ckpt.save_training_checkpoint(run_dir, state, t.keep_checkpoints if history else 0)
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
-    log_path = run_dir / "log.jsonl"
     models.generator.train()
     models.discriminator.train()
+    if distributed.any_rank(bool(stop), world, device):
+        raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
+
+    log_path = run_dir / "log.jsonl"
     hardware = (f"{torch.cuda.get_device_name(device)} x {world.size}" if device.type == "cuda"
                 else f"cpu, {torch.get_num_threads()} threads x {world.size}")
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
-    if distributed.any_rank(bool(stop), world, device):
-        raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
 
     def emit(record: dict) -> None:  # rank 0 only: a line of log.jsonl, flushed for readers
         append_text(log_path, json.dumps(record) + "\n")
+        trackers.log(record)
         if on_log:
             on_log(record)
 
@@ -516,17 +546,17 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
             if world.is_main:
                 emit(record)
             window_start, window_iters = time.perf_counter(), 0
-        if iteration % t.sample_every == 0 or done:
-            # Every rank generates: SyncBatchNorm layers gather statistics from all of them.
-            grid = sample_grid(models, sample_source, sample_target, step.autocast)
-            if world.is_main:
-                save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
-                if on_sample:
-                    on_sample(iteration, grid)
+        if (iteration % t.sample_every == 0 or done) and world.is_main:
+            grid = sample_grid(model, sample_source, sample_target,
+                               training_precision(recipe))
+            save_image(grid, run_dir / "samples" / f"iter_{iteration:08d}.png")
+            trackers.sample(iteration, grid)
+            if on_sample:
+                on_sample(iteration, grid)
         if t.val_every and (iteration % t.val_every == 0 or done):
             if world.is_main:
                 record, best = validate_and_keep_best(validator, models, recipe, run_dir,
-                                                      iteration, best, normalization)
+                                                      iteration, best, normalization, model)
                 emit(record)
                 window_start += record["val_seconds"]  # it/s counts training only
             distributed.barrier(world)

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2p import checkpoint, weights
+from p2p import weights
 from p2p.errors import P2PError
 from p2p.metrics import METRICS_FILE
 from p2p.recipe import Recipe, load_recipe, recipe_from_dict
+from p2p.weights import checkpoint
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Run:
     def log(self) -> list[dict]:
         """The records of ``log.jsonl``, one per logged iteration (losses, lr, it/s, and the
         ``val_*`` metrics of that iteration's validation)."""
-        from p2p.report import read_log
+        from p2p.training.report import read_log
 
         return read_log(self.path / "log.jsonl")
 
@@ -75,24 +76,26 @@ class Run:
     def load(self, selector: str | int = "latest", **options):
         """The generator of checkpoint ``selector`` as a ``p2p.Model`` (``options``: those of
         ``p2p.load``)."""
-        from p2p.translate import load
+        from p2p.inference.translate import load
 
         return load(f"{self.path}@{selector}", **options)
 
 
-def train(recipe: str | os.PathLike | dict | Recipe, *, out: str | os.PathLike | None = None,
-          overrides: dict | list[str] | None = None, resume: bool = False,
-          progress: Callable[[dict], None] | None = None,
-          on_sample=None, on_download=None, on_load=None) -> Run:
+def train(recipe: str | os.PathLike | dict | Recipe | None = None, *,
+          out: str | os.PathLike | None = None, overrides: dict | list[str] | None = None,
+          resume: bool = False, progress: Callable[[dict], None] | None = None,
+          on_sample=None, on_download=None, on_load=None, on_start=None) -> Run:
     """Train a recipe (a YAML file, a dict of its sections or a ``Recipe``) into ``out``
-    (default ``runs/NAME``), or with ``resume`` continue the run in ``out`` (``overrides``
-    may then set ``train.iters`` only). Returns the ``Run``.
+    (default ``runs/NAME``), or with ``resume`` continue the run in ``out`` with its own recipe
+    (``overrides`` may then set ``train.iters`` and ``train.tensorboard`` only). Returns the
+    ``Run``. The recipe's loggers (``train.tensorboard``) log too.
 
     ``overrides`` are what ``--set`` takes: ``{"train.iters": 2}`` or ``["train.iters=2"]``.
     ``progress`` receives each record written to ``log.jsonl``; ``on_sample`` each sample grid
     (iteration, (3, H, W) tensor in [-1, 1]), ``on_download`` and ``on_load`` the progress of a
-    download and of decoding the data (done, total). Ctrl-C or SIGTERM saves a checkpoint and
-    raises ``Stopped``.
+    download and of decoding the data (done, total); ``on_start(recipe, data_root, run_dir)`` is
+    called once the run directory is held, before the data is decoded. Ctrl-C or SIGTERM saves
+    a checkpoint and raises ``Stopped``.
 
     >>> run = p2p.train("recipes/quickstart.yaml", out="runs/qs",
     ...                 overrides={"train.iters": 200})  # doctest: +SKIP
@@ -104,18 +107,19 @@ def train(recipe: str | os.PathLike | dict | Recipe, *, out: str | os.PathLike |
     if resume:
         if out is None:
             raise P2PError("resume needs the run directory", "train(..., out=RUN_DIR, resume=True)")
-        if any(not a.startswith("train.iters=") for a in assignments):
-            raise P2PError("a resumed run keeps its recipe", "override train.iters only")
-        iters = int(assignments[-1].split("=", 1)[1]) if assignments else None
-        loaded = core.load_run(Path(out), iters)
+        loaded = core.load_run(Path(out), assignments)
     elif isinstance(recipe, Recipe):
         loaded = recipe_from_dict(recipe.to_dict(), assignments) if assignments else recipe
+    elif recipe is None:
+        raise P2PError("no recipe given", "train('recipes/quickstart.yaml')")
     elif isinstance(recipe, dict):
         loaded = recipe_from_dict(recipe, assignments)
     else:
         loaded = load_recipe(recipe, assignments)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
     with core.claimed(loaded, run_dir, processes=1) as data_root:
+        if on_start:
+            on_start(loaded, data_root, run_dir)
         dataset = core.load_dataset(loaded, data_root, progress=on_load)
         outcome = core.train(loaded, dataset, run_dir, resume, on_log=progress,
                              on_sample=on_sample, on_download=on_download)

@@ -1,18 +1,23 @@
-"""TensorBoard logging of a training run, beside ``log.jsonl``: the same scalars and the sample
-grids, as event files in ``RUN_DIR/tensorboard/`` (``tensorboard --logdir runs`` finds every run).
+"""Where a training run logs besides ``log.jsonl``: the loop calls one ``Loggers`` once per
+event (a log record, a sample grid, the end), and it passes the event to each logger the recipe
+turns on. Loggers run on the main process only.
+
+TensorBoard: the same scalars and the sample grids, as event files in ``RUN_DIR/tensorboard/``
+(``tensorboard --logdir runs`` finds every run).
 
 Event files are an append-only stream that TensorBoard reads while they grow, like ``log.jsonl``,
 so they are not written atomically; each record is flushed as it is logged.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from p2p.errors import P2PError
-from p2p.images import to_uint8
+from p2p.images.eight_bit import to_uint8
+from p2p.recipe import Recipe
 
 # log.jsonl key -> TensorBoard tag; losses share a section so they are plotted together.
 SCALAR_TAGS = {
@@ -68,9 +73,43 @@ class TensorBoardLog:
 
 def open_tensorboard(run_dir: Path) -> TensorBoardLog:
     """A logger for ``run_dir``; fails now, before training starts, when tensorboard is missing."""
+    return TensorBoardLog(Path(run_dir) / FOLDER, _summary_writer())
+
+
+def _summary_writer() -> type:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise P2PError("TensorBoard logging needs the tensorboard package",
                        'pip install "p2p[tensorboard]"') from None
-    return TensorBoardLog(Path(run_dir) / FOLDER, SummaryWriter)
+    return SummaryWriter
+
+
+@dataclass
+class Loggers:
+    """The loggers of a run, called once per event; each passes it to every logger."""
+
+    each: list = field(default_factory=list)
+
+    def log(self, record: dict) -> None:
+        for logger in self.each:
+            logger.log(record)
+
+    def sample(self, iteration: int, grid: torch.Tensor) -> None:
+        for logger in self.each:
+            logger.sample(iteration, grid)
+
+    def close(self) -> None:
+        for logger in self.each:
+            logger.close()
+
+
+def check(recipe: Recipe) -> None:
+    """Refuse, before any data is decoded, a logger whose package is missing."""
+    if recipe.train.tensorboard:
+        _summary_writer()
+
+
+def open_loggers(recipe: Recipe, run_dir: Path) -> Loggers:
+    """The loggers ``recipe`` turns on, for ``run_dir``."""
+    return Loggers([open_tensorboard(run_dir)] if recipe.train.tensorboard else [])

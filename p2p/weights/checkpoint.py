@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from p2p import safe_pickle
 from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import Preprocess, as_size
 from p2p.errors import P2PError, shown
 from p2p.models import GeneratorConfig, state_shapes
 from p2p.paths import atomic_file, link_atomic
+from p2p.weights import safe_pickle
 
 FORMAT = "p2p-checkpoint/1"
 LATEST = "latest.pt"  # in a run directory: checkpoints/latest.pt
@@ -146,7 +146,7 @@ def load_weights_only(path: str | os.PathLike, map_location: str | torch.device 
     ``mmap=True`` (files written by ``torch.save``) reads tensors only when they are used.
     ``inert_classes=True`` (another tool's training checkpoint, e.g. mmagic 1.x / mmengine's):
     objects of classes that weights-only loading refuses are read as inert placeholders by
-    ``p2p.safe_pickle`` (tensors on the CPU) instead; functions are still refused.
+    ``p2p.weights.safe_pickle`` (tensors on the CPU) instead; functions are still refused.
     """
     try:
         if safe_pickle.is_zip_format(path):
@@ -202,7 +202,8 @@ def _unreadable(path: str | os.PathLike, reason: str = "corrupt, truncated or no
 
 # ---- checks of what a checkpoint or model folder records, before anything is built -----------
 
-DTYPES = ("uint8", "uint16", "float32")  # of the files a generator reads and writes (images.py)
+# The depths of the files a generator reads and writes (images/raster.py).
+DTYPES = ("uint8", "uint16", "float32")
 
 
 def check_generator(state: dict, origin: str | os.PathLike,

@@ -1,11 +1,7 @@
 """Inference: run a pix2pix generator over image files of any size, in batches.
 
-Test-time mode. The paper's code runs the generator at test time as in training, at batch size
-1: dropout on, and batch norm normalizing each image with its own statistics. That is
-``paper_mode`` and the default; ``paper_mode=False`` is the usual eval mode (running statistics,
-no dropout). Paper mode computes every image's statistics on its own even in a batch, so the batch
-size changes the speed and the dropout draws, not the normalization; running statistics stay
-intact.
+Test-time mode: ``paper_mode`` (the default; each image's own batch-norm statistics, dropout
+on) or eval mode, as ``generator.run_generator`` runs them; ``Model.run`` is the one call.
 
 Sizes. By default an image is brought to the scale the model was trained at, as its checkpoint's
 preprocessing says (``Preprocess.test_size``: for the default ``resize_and_crop``, resized bicubic
@@ -34,47 +30,42 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from p2p.checkpoint import (
+from p2p.data.preprocess import Preprocess
+from p2p.device import autocast_dtype, pick_device
+from p2p.errors import P2PError
+from p2p.images.eight_bit import encode_image, pil_to_tensor, save_image, tensor_to_pil
+from p2p.images.files import IMAGE_EXTENSIONS, is_image_file, list_images
+from p2p.images.raster import (
+    DEPTH_RANGES,
+    can_hold,
+    check_writable,
+    decode_image,
+    denormalize,
+    encode_raster,
+    from_memory,
+    image_size,
+    normalize,
+    output_suffix,
+    pad_to_multiple,
+    resize_pixels,
+    save_raster,
+    split_halves,
+    to_channels,
+)
+from p2p.inference.generator import run_generator, seeded
+from p2p.inference.tiling import check_tiling, default_overlap, translate_tiled
+from p2p.memory import reuse_freed_memory
+from p2p.models import TEST_MODES, input_multiple
+from p2p.weights import load_generator, resolve, weights_file
+from p2p.weights.checkpoint import (
     image_size_of,
     normalization_of,
     preprocess_of,
     writes_8bit_images,
 )
-from p2p.data.preprocess import Preprocess
-from p2p.device import autocast_dtype, pick_device
-from p2p.errors import P2PError
-from p2p.images import (
-    DEPTH_RANGES,
-    IMAGE_EXTENSIONS,
-    can_hold,
-    check_writable,
-    decode_image,
-    denormalize,
-    encode_image,
-    encode_raster,
-    from_memory,
-    image_size,
-    is_image_file,
-    list_images,
-    normalize,
-    output_suffix,
-    pad_to_multiple,
-    pil_to_tensor,
-    resize_pixels,
-    save_image,
-    save_raster,
-    split_halves,
-    tensor_to_pil,
-    to_channels,
-)
-from p2p.memory import reuse_freed_memory
-from p2p.models import TEST_MODES, input_multiple
-from p2p.tiling import check_tiling, default_overlap, translate_tiled
-from p2p.weights import load_generator, resolve, weights_file
 
 STDIN_NAME = "<stdin>"
 # Pillow and torch release the GIL, so a few threads keep decoding and encoding off the critical
@@ -85,72 +76,6 @@ Progress = Callable[[int, int | None], None]  # (done, total)
 # What Model() translates in memory: PIL images, (H, W[, C]) arrays, float tensors in [-1, 1].
 Input = Image.Image | np.ndarray | torch.Tensor
 DEFAULT_BATCH_SIZE = 4  # p2p translate's --batch-size
-
-
-# ---- the generator at test time --------------------------------------------------------------
-
-def run_generator(generator: nn.Module, batch: torch.Tensor,
-                  paper_mode: bool = True, precision: str = "auto") -> torch.Tensor:
-    """Translate ``batch`` (N, C, H, W), float in [-1, 1], on the generator's device.
-
-    Returns float32 (N, C_out, H, W) in [-1, 1]. H and W must be multiples of 2**num_downs.
-
-    ``paper_mode=True`` is the test-time mode of the paper's code: dropout on, and each
-    batch-norm layer normalizing each image by that image's own statistics (what training-mode
-    batch norm does at its test batch size of 1), whatever N is; the running statistics are
-    neither used nor updated. ``paper_mode=False`` is eval mode: running
-    statistics, no dropout, deterministic. Dropout draws from torch's global RNG: call
-    ``torch.manual_seed`` first for repeatable paper-mode output. The generator's train/eval
-    state is restored afterwards. Runs under ``torch.inference_mode`` in channels_last, with
-    autocast to the dtype of ``precision`` (``p2p.device.autocast_dtype``: ``auto`` is bf16 on
-    CUDA and on CPUs with native bf16).
-    """
-    device = batch.device
-    dtype = autocast_dtype(precision, device)
-    with torch.inference_mode(), _test_time_mode(generator, paper_mode), torch.autocast(
-            device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-        output = generator(batch.contiguous(memory_format=torch.channels_last))
-    return output.float().contiguous()
-
-
-@contextlib.contextmanager
-def _test_time_mode(generator: nn.Module, paper_mode: bool) -> Iterator[None]:
-    was_training = generator.training
-    # _BatchNorm: also the SyncBatchNorm layers of a multi-process training run's generator.
-    norms = ([m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-             if paper_mode else [])
-    generator.train(paper_mode)  # paper mode: dropout on
-    for norm in norms:  # an instance attribute shadows the class's forward until deleted
-        norm.forward = functools.partial(_per_image_batch_norm, norm)
-    try:
-        yield
-    finally:
-        for norm in norms:
-            del norm.forward
-        generator.train(was_training)
-
-
-def _per_image_batch_norm(norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    # Training-mode batch norm at batch size 1, image by image, without running statistics: the
-    # native kernel on each image is ~8x faster on CPU than reducing over H and W ourselves.
-    return torch.cat([F.batch_norm(image[None], None, None, norm.weight, norm.bias, True, 0.0,
-                                   norm.eps) for image in x])
-
-
-@contextlib.contextmanager
-def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
-    """Seed the RNG that dropout on ``device`` draws from for the block (repeatable dropout),
-    then restore it and touch no other device's; ``seed`` None leaves the RNG alone."""
-    if seed is None:
-        yield
-        return
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        if device.type == "cuda":
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            torch.cuda.default_generators[index].manual_seed(seed)
-        else:
-            torch.random.default_generator.manual_seed(seed)
-        yield
 
 
 # ---- the model -------------------------------------------------------------------------------
@@ -170,6 +95,8 @@ class Model:
     precision: str = "auto"  # fp32, bf16, or auto (see p2p.device.autocast_dtype)
     source: str | None = None  # what it was loaded from, as given to p2p.load
     weights: Path | None = None  # the file holding its tensors
+    # The generator's layout; it decides the order of paper mode's dropout draws (generator.py).
+    memory_format: torch.memory_format = torch.channels_last
 
     def __call__(self, image: Input | list[Input], *, mode: str = "paper",
                  seed: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE
@@ -219,6 +146,15 @@ class Model:
         report = translate(self, plan.jobs, TranslateOptions(**options), progress)
         report.existing = plan.existing
         return report
+
+    def run(self, batch: torch.Tensor, paper_mode: bool = True, *, precision: str | None = None,
+            batch_statistics: bool = False) -> torch.Tensor:
+        """The generator on ``batch`` (N, C, H, W), float in [-1, 1], sides multiples of
+        ``multiple``, in a test-time mode (``generator.run_generator``); float32 in [-1, 1] on the
+        model's device. ``precision`` None: the model's."""
+        return run_generator(self.generator, batch.to(self.device), paper_mode,
+                             self.precision if precision is None else precision,
+                             batch_statistics=batch_statistics, memory_format=self.memory_format)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -282,22 +218,36 @@ class Model:
 
 
 def load(source: str | os.PathLike, *, device: str = "auto", precision: str = "auto",
-         download_progress: Progress | None = None) -> Model:
+         download_progress: Progress | None = None,
+         memory_format: torch.memory_format = torch.channels_last) -> Model:
     """The model ``source`` names, ready to translate: a zoo name (downloaded on first use),
     ``hf:OWNER/NAME[@REVISION]``, a Hugging Face model folder, a p2p checkpoint file, or a run
     directory (``RUN_DIR@best``, ``@latest`` or ``@ITERATION`` pick a checkpoint).
 
     >>> model = p2p.load("facades")  # doctest: +SKIP
     >>> model = p2p.load("runs/quickstart@latest", device="cpu", precision="fp32")  # doctest: +SKIP
+
+    ``memory_format``: the generator's layout; channels_last is the fast one, the contiguous
+    layout draws paper mode's dropout as the reference code does (the published protocol).
     """
     target = pick_device(device)
     autocast_dtype(precision, target)  # refused here, not at the first image
     path = resolve(source, download_progress)
     generator, state = load_generator(path, map_location=target)  # every recorded fact checked
-    generator.to(target, memory_format=torch.channels_last)
-    return Model(generator, state["direction"], image_size_of(state), target,
+    generator.to(target, memory_format=memory_format)
+    return model_from_state(generator, state, target, precision=precision, source=str(source),
+                            weights=weights_file(path), memory_format=memory_format)
+
+
+def model_from_state(generator: nn.Module, state: dict, device: torch.device, *,
+                     precision: str = "auto", source: str | None = None,
+                     weights: Path | None = None,
+                     memory_format: torch.memory_format = torch.channels_last) -> Model:
+    """A ``Model`` of ``generator`` with what its checkpoint ``state`` records (direction, size,
+    preprocessing, value ranges): also a generator in training, from the state it would save."""
+    return Model(generator, state["direction"], image_size_of(state), device,
                  Preprocess.from_dict(preprocess_of(state)), normalization_of(state),
-                 _trained_on(state), precision, str(source), weights_file(path))
+                 _trained_on(state), precision, source, weights, memory_format)
 
 
 def _trained_on(state: dict) -> str | None:
@@ -309,7 +259,7 @@ def _trained_on(state: dict) -> str | None:
     if state.get("dataset"):
         return str(state["dataset"])
     if state.get("zoo_name"):
-        from p2p import zoo
+        from p2p.weights import zoo
 
         entry = zoo.entry_named(state["zoo_name"])
         return entry.dataset if entry else None
@@ -427,7 +377,7 @@ class TranslateOptions:
     paired: bool = False  # inputs are A|B side by side; the model's direction picks the input
     side_by_side: bool = False  # write input|output|target (input|output without a target)
     keep_size: bool = False  # pad to a multiple of 2**num_downs instead of resizing
-    paper_mode: bool = True  # see run_generator
+    paper_mode: bool = True  # see generator.py
     batch_size: int = 1
     seed: int | None = None  # repeatable dropout in paper mode
     skip_bad: bool = False  # report bad inputs and go on, instead of stopping at the first
@@ -485,9 +435,8 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
         if options.tile is not None:
             outputs = [_run_tiled(model, item.tensor, options) for item in pending]
         else:
-            batch = torch.stack([item.tensor for item in pending]).to(model.device)
-            outputs = run_generator(model.generator, batch, options.paper_mode,
-                                    options.precision).cpu()
+            batch = torch.stack([item.tensor for item in pending])
+            outputs = model.run(batch, options.paper_mode, precision=options.precision).cpu()
         written.extend(pool.submit(_finish, item, output, options, model)
                        for item, output in zip(pending, outputs, strict=True))
         report.translated += len(pending)
@@ -638,8 +587,7 @@ def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> 
     """8-bit inputs (uint8) are scaled tile by tile and come back as uint8; inputs of other
     depths arrive normalized and come back as floats in [-1, 1]."""
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        return run_generator(model.generator, batch.to(model.device), options.paper_mode,
-                             options.precision)
+        return model.run(batch, options.paper_mode, precision=options.precision)
 
     floats = {} if image.dtype == torch.uint8 else {
         "to_input": torch.Tensor.float, "to_output": torch.Tensor.float,

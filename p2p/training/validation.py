@@ -29,10 +29,11 @@ from torch import nn
 
 from p2p.data.paired import PairedImages, to_float
 from p2p.errors import P2PError
-from p2p.images import DEPTH_RANGES, denormalize, pad_to_multiple
+from p2p.images.raster import DEPTH_RANGES, denormalize, pad_to_multiple
+from p2p.inference.generator import seeded
+from p2p.inference.translate import Model
 from p2p.metrics import similarity
 from p2p.recipe import Recipe
-from p2p.translate import run_generator, seeded
 
 LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
 
@@ -88,9 +89,8 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
     validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
     if t.val_fid:
         from p2p.metrics import frechet
-        from p2p.metrics.features import Settings
+        from p2p.metrics.features import Settings, rgb
         from p2p.metrics.inception import fid_inception
-        from p2p.metrics.protocol import rgb
 
         validator.fid_network = fid_inception(None, download_progress).to(device)
         validator.real_statistics = frechet.image_statistics(
@@ -107,13 +107,13 @@ def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
         yield hashlib.sha256(dataset[index][1].numpy().tobytes()).digest()
 
 
-def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
+def validate(validator: Validator, model: Model) -> dict[str, float]:
     """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
     undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
     scores, features = similarity.PairScores(), []
     device, dataset = validator.device, validator.dataset
     if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
-        from p2p.metrics.protocol import rgb
+        from p2p.metrics.features import rgb
     dtype = str(dataset.dtypes[1]).removeprefix("torch.")
     low, high = dataset.ranges[1]
     depth_low, depth_high = DEPTH_RANGES.get(dtype, (low, high))  # float data: data.range's
@@ -122,10 +122,9 @@ def validate(validator: Validator, generator: nn.Module) -> dict[str, float]:
         for index in range(len(dataset)):
             source, target = dataset[index]
             height, width = source.shape[-2:]
-            # Padded to the generator's stride (the dataset's), the output cropped back.
-            x = pad_to_multiple(to_float(source, dataset.ranges[0]), dataset.stride)
-            output = run_generator(generator, x[None].to(device),
-                                   validator.paper_mode)[..., :height, :width]
+            # Padded to the generator's stride, the output cropped back (as translate does).
+            x = pad_to_multiple(to_float(source, dataset.ranges[0]), model.multiple)
+            output = model.run(x[None], validator.paper_mode)[..., :height, :width]
             # At the target's depth as translate writes it: the numbers of eval pairs on its files.
             written = torch.from_numpy(denormalize(output[0], dtype, (low, high))).permute(2, 0, 1)
             scores.add(similarity.all_metrics(written[None], target[None], data_range))

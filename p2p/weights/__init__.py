@@ -14,8 +14,11 @@ from pathlib import Path
 
 import torch
 
-from p2p import hub, zoo
-from p2p.checkpoint import (
+from p2p.download import Progress
+from p2p.errors import P2PError
+from p2p.models import build_generator
+from p2p.weights import hub, zoo
+from p2p.weights.checkpoint import (
     FORMAT,
     LATEST,
     available,
@@ -23,9 +26,6 @@ from p2p.checkpoint import (
     history_path,
     load_weights_only,
 )
-from p2p.download import Progress
-from p2p.errors import P2PError
-from p2p.models import build_generator
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")  # a name ending so is a file, not a zoo model
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from p2p import checkpoint as ckpt
 from p2p.errors import P2PError
-from p2p.images import encode_image, open_image
+from p2p.images.eight_bit import encode_image, open_image
 from p2p.metrics import METRICS_FILE  # written by `p2p eval run`
 from p2p.paths import atomic_path
 from p2p.recipe import load_recipe
+from p2p.weights import checkpoint as ckpt
 
 MAX_SAMPLES = 12  # sample grids shown over time; more are thinned out evenly
 TABLE_ROWS = 20  # rows of the table of logged values

@@ -7,6 +7,10 @@ for the official pix2pix generators. Per run, every image of the split is resize
 source side in paper mode (training-mode batch norm, so the statistics of each batch of 4, and
 dropout on), and the outputs are compared with the target side: FID on the float outputs as they
 are, IS on the outputs truncated to uint8.
+
+The generator runs through ``Model.run`` like every other translation, with the protocol's two
+explicit choices: the batch's statistics (``batch_statistics``) and the reference code's layout
+(contiguous, so that dropout draws as it does), in fp32.
 """
 
 import dataclasses
@@ -18,21 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from p2p.checkpoint import normalization_of, writes_8bit_images
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, to_float
-from p2p.data.preprocess import as_size
+from p2p.data.preprocess import Preprocess, as_size
 from p2p.errors import P2PError
-from p2p.images import to_uint8
+from p2p.images.eight_bit import to_uint8
+from p2p.inference.translate import Model, model_from_state
 from p2p.metrics import GENERATOR_BATCH, METRICS_FILE, SPLITS, class_scores, frechet
-from p2p.metrics.features import Progress, Settings, Tally
+from p2p.metrics.features import Progress, Settings, Tally, rgb
 from p2p.metrics.inception import DownloadProgress, fid_inception, is_inception
-from p2p.models import buffers_restored, input_multiple
 from p2p.paths import write_bytes_atomic
 from p2p.recipe import load_recipe
-from p2p.weights import load_generator, resolve, run_directory
+from p2p.weights import load_generator, resolve, run_directory, weights_file
 
 IMAGE_SIZE = 256
 
@@ -73,24 +75,33 @@ class Target:
     data: str  # a dataset name or folder
     split: str | None  # None: the folder's test split if it has one, else val
     direction: str
-    load_size: int | list[int]  # a square, or [height, width]
+    preprocess: Preprocess  # how images are brought to the generator (at test time)
     row: TableRow | None
+
+    @property
+    def load_size(self) -> int | list[int]:
+        """A square's side, or [height, width]."""
+        height, width = self.preprocess.load_size
+        return height if height == width else [height, width]
 
 
 def target_for_task(task: str, data: str | None = None) -> Target:
     row = find_row(task)
-    return Target(data or row.dataset, row.split, row.direction, IMAGE_SIZE, row)
+    size = as_size(IMAGE_SIZE)
+    return Target(data or row.dataset, row.split, row.direction,
+                  Preprocess("resize_and_crop", size, size), row)
 
 
 def target_for_recipe(path: str | os.PathLike, data: str | None = None) -> Target:
-    """The recipe's dataset and direction at its crop size (the test-time size)."""
+    """The recipe's dataset and direction, brought to size as translate and validation do
+    (``Preprocess.at_test_time``)."""
     recipe = load_recipe(path)
     source = data or recipe.data.path
     name = Path(source).name
     row = next((r for r in TABLE
                 if r.dataset == name and r.direction == recipe.data.direction), None)
     return Target(source, row.split if row else None, recipe.data.direction,
-                  recipe.data.crop_size, row)
+                  recipe.data.preprocessing().at_test_time(), row)
 
 
 @dataclass(frozen=True)
@@ -103,34 +114,29 @@ class RunResult:
     split: str | None = None
 
 
-def paper_mode_outputs(generator: nn.Module, dataset: PairedImages, batch_size: int,
-                       device: torch.device) -> Iterator[torch.Tensor]:
-    """The generator's float outputs for the dataset's sources, in order, ``batch_size`` at a
-    time, in training mode (batch statistics, dropout); the running statistics stay as they
-    were. Seed torch first for repeatable dropout.
-    """
-    was_training = generator.training
-    generator.train()
-    try:
-        with buffers_restored(generator), torch.no_grad():
-            for start in range(0, len(dataset), batch_size):
-                indices = list(range(start, min(start + batch_size, len(dataset))))
-                sources, _ = dataset.get_many(indices)
-                yield generator(to_float(sources, dataset.ranges[0]).to(device)).float()
-    finally:
-        generator.train(was_training)
+def protocol_model(generator: torch.nn.Module, state: dict, device: torch.device,
+                   source: str | None = None, weights: Path | None = None) -> Model:
+    """``generator`` (with what its checkpoint ``state`` records) as the protocol runs it: fp32,
+    in the reference code's layout."""
+    generator.to(device, memory_format=torch.contiguous_format)
+    return model_from_state(generator, state, device, precision="fp32", source=source,
+                            weights=weights, memory_format=torch.contiguous_format)
 
 
-def rgb(x: torch.Tensor) -> torch.Tensor:
-    """Inception reads RGB: a gray image (1 channel) is its three equal channels."""
-    return x.expand(*x.shape[:-3], 3, *x.shape[-2:]) if x.shape[-3] == 1 else x
+def generated(model: Model, dataset: PairedImages, batch_size: int) -> Iterator[torch.Tensor]:
+    """The model's float outputs for the dataset's sources, in order, ``batch_size`` at a time,
+    in paper mode with each batch's statistics (as training at that batch size). Seed torch
+    first for repeatable dropout."""
+    for start in range(0, len(dataset), batch_size):
+        sources, _ = dataset.get_many(list(range(start, min(start + batch_size, len(dataset)))))
+        yield model.run(to_float(sources, dataset.ranges[0]), batch_statistics=True)
 
 
-def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module,
-             is_network: nn.Module, settings: Settings, *, batch_size: int = GENERATOR_BATCH,
+def evaluate(model: Model, dataset: PairedImages, fid_network: torch.nn.Module,
+             is_network: torch.nn.Module, settings: Settings, *, batch_size: int = GENERATOR_BATCH,
              splits: int = SPLITS, real_key_items: Iterable[bytes] | None = None,
              progress: Progress | None = None) -> RunResult:
-    """FID (targets vs outputs) and IS (outputs) of ``generator`` on ``dataset``.
+    """FID (targets vs outputs) and IS (outputs) of ``model`` (``protocol_model``) on ``dataset``.
 
     The real statistics are cached under ``real_key_items`` (what identifies the targets) when
     given. ``is_network`` gives class probabilities."""
@@ -142,7 +148,7 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
 
     features, probabilities = [], []
     with torch.inference_mode():
-        for outputs in paper_mode_outputs(generator, dataset, batch_size, settings.device):
+        for outputs in generated(model, dataset, batch_size):
             outputs = rgb(outputs)
             features.append(fid_network(outputs).double().cpu().numpy())  # not rounded
             truncated = torch.stack([class_scores.is_input(to_uint8(o)) for o in outputs.cpu()])
@@ -155,7 +161,9 @@ def evaluate(generator: nn.Module, dataset: PairedImages, fid_network: nn.Module
 
 def dataset_key_items(dataset: PairedImages, split: str) -> Iterator[bytes]:
     """What identifies the real side of a split: its files' names and bytes, and how it is read."""
-    yield f"{split} {dataset.direction} {dataset.load_size} {dataset.out_channels}".encode()
+    yield (f"{split} {dataset.direction} {dataset.load_size} {dataset.out_channels}"
+           f"{'' if dataset.preprocess.mode == 'resize_and_crop' else dataset.preprocess.mode}"
+           ).encode()
     for pair in dataset.files:
         for path in pair:
             if path is not None:
@@ -182,32 +190,39 @@ def run(target: Target, checkpoint: str | os.PathLike | None, settings: Settings
         checkpoint = target.row.task  # the zoo model of the task, downloaded on first use
     path = resolve(checkpoint, _named(download_progress, str(checkpoint)))
     generator, state = load_generator(path, map_location=settings.device)
-    if state.get("direction") != target.direction:
-        raise P2PError(f"{checkpoint}: the generator translates {state.get('direction')}, but "
+    model = protocol_model(generator, state, settings.device, str(checkpoint), weights_file(path))
+    if model.direction != target.direction:
+        raise P2PError(f"{checkpoint}: the generator translates {model.direction}, but "
                        f"this evaluation reads {target.direction}",
                        "pick the checkpoint trained for this task")
-    writes = normalization_of(state)
-    if not writes_8bit_images(writes, generator.config.out_channels):
-        raise P2PError(f"{checkpoint}: the generator writes {generator.config.out_channels} "
+    writes = model.normalization
+    if not model.writes_8bit_images:
+        raise P2PError(f"{checkpoint}: the generator writes {model.out_channels} "
                        f"channel(s) of {writes['target']['dtype']}; FID and IS apply to 8-bit "
                        "RGB outputs only", "score such a model with per-pixel metrics instead")
-    if any(side % input_multiple(generator.config) for side in as_size(target.load_size)):
+    if target.preprocess.mode == "resize_and_crop" and any(
+            side % model.multiple for side in target.preprocess.load_size):
         raise P2PError(f"{checkpoint}: images of {target.load_size} pixels do not fit this "
-                       f"generator (sides must be multiples of {input_multiple(generator.config)})")
+                       f"generator (sides must be multiples of {model.multiple})")
     root = resolve_dataset(target.data)
     split = _split_of(root, target)
-    dataset = PairedImages(root, split, target.direction, target.load_size,
-                           generator.config.in_channels, generator.config.out_channels,
+    dataset = PairedImages(root, split, target.direction, target.preprocess.load_size,
+                           model.in_channels, model.out_channels,
                            workers=settings.workers, progress=data_progress, antialias=False,
+                           preprocess=target.preprocess, stride=model.multiple,
                            ranges=(writes["source"]["range"] if writes["source"]["explicit"]
                                    else None, None))
+    try:
+        dataset.check_batchable(batch_size)
+    except P2PError as exc:  # the same refusal, with this command's knob
+        raise P2PError(exc.message, "translate one image at a time: --batch-size 1") from None
     fid_network = fid_inception(weights, _named(download_progress, "FID Inception weights"))
     is_network = class_scores.class_probabilities(
         is_inception(weights, _named(download_progress, "IS Inception weights")))
     with torch.random.fork_rng(devices=[settings.device] if settings.device.type == "cuda"
                                else []):
         torch.manual_seed(seed)
-        result = evaluate(generator, dataset, fid_network.to(settings.device),
+        result = evaluate(model, dataset, fid_network.to(settings.device),
                           is_network.to(settings.device), settings, batch_size=batch_size,
                           splits=splits, real_key_items=dataset_key_items(dataset, split),
                           progress=progress)

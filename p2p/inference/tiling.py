@@ -24,7 +24,8 @@ from collections.abc import Callable
 import torch
 
 from p2p.errors import P2PError
-from p2p.images import DEPTH_RANGES, normalize, pad_to_multiple, to_uint8
+from p2p.images.eight_bit import to_uint8
+from p2p.images.raster import DEPTH_RANGES, normalize, pad_to_multiple
 
 
 def default_overlap(tile: int) -> int:
@@ -79,7 +80,7 @@ def translate_tiled(forward: Callable[[torch.Tensor], torch.Tensor], image: torc
     """Run ``forward`` over ``image`` (C, H, W) in blended tiles; returns (out_channels, H, W).
 
     ``forward`` maps a float batch (N, C, h, w) in [-1, 1] to (N, out_channels, h, w) (e.g.
-    ``translate.run_generator`` with its generator and mode bound). ``to_input`` turns a slice of
+    ``Model.run`` with its mode bound). ``to_input`` turns a slice of
     ``image`` into that float range, ``to_output`` turns blended float rows into ``out_dtype``.
     """
 

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from p2p import checkpoint
 from p2p.data.paired import DIRECTIONS
 from p2p.data.preprocess import as_size
 from p2p.download import Progress, download, sha256_file
 from p2p.errors import P2PError
 from p2p.models import GeneratorConfig, build_generator, state_shapes
 from p2p.paths import zoo_dir
+from p2p.weights import checkpoint
 
 LAYOUTS = ("official", "mmagic")
 CHECKPOINT_NAME = "generator.pt"

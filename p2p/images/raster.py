@@ -1,234 +1,33 @@
-"""The one image reader and writer: every image p2p reads or writes goes through here.
-
-Reading is defensive because datasets and user folders contain every kind of file: empty files,
-truncated JPEGs, 16-bit PNGs, RGBA and palette images, and files whose header declares absurd
-dimensions. What can be converted is converted; the rest raises P2PError naming the file. The bytes
-are untrusted: only regular files are read (a link to /dev/zero never ends), Pillow tries only
-PIL_FORMATS (its EPS plugin runs Ghostscript), and what a header declares is checked against
-MAX_PIXELS, MAX_DECODED_BYTES and MAX_TIFF_PAGES before anything is decoded.
-
-Two readers. ``open_image``/``read_image`` give 8-bit RGB or gray (16-bit scaled down): what the
-metrics, reports and dataset tools want. ``read_raster`` gives the pixels as stored, for training
-and translation on any data: (H, W, C) uint8, uint16 or float32 from 8- and 16-bit PNG, TIFF
-(multi-channel and multi-page, with tifffile) and ``.npy``. ``save_raster`` writes such arrays
-back in their depth, the format following the extension.
+"""Pixels as stored, for training and translation on any data: (H, W, C) uint8, uint16 or
+float32 from 8- and 16-bit PNG, TIFF (multi-channel and multi-page, with tifffile) and ``.npy``;
+written back at their depth, the format following the extension. 8-bit images of 1 or 3 channels
+take Pillow's path (eight_bit.py), the fast one.
 """
 
 import io
-import logging
 import math
 import os
-import stat
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from p2p.errors import ImageTooLarge, P2PError, human_bytes
-from p2p.limits import MAX_PIXELS, MAX_SIDE
+from p2p.errors import ImageTooLarge, P2PError
+from p2p.images.eight_bit import convert, encode_image, open_pil, pil_to_tensor, to_uint8
+from p2p.images.files import (
+    MAX_TIFF_PAGES,
+    Source,
+    check_declared,
+    check_pixels,
+    format_for,
+    label_of,
+    npy_bytes,
+    read_bytes,
+)
 from p2p.paths import write_bytes_atomic
-
-# What we read and write: extension -> Pillow format.
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP",
-           ".tif": "TIFF", ".tiff": "TIFF", ".ppm": "PPM", ".npy": "NPY"}
-IMAGE_EXTENSIONS = set(FORMATS)
-# What Pillow may decode: the formats above, and GIF (stdin, uploads). An allow-list: left to
-# itself Pillow tries every plugin it has, EPS among them, whose decoding runs Ghostscript on the
-# file's bytes.
-PIL_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow warns above this (we make it an error) before decoding
-# MAX_PIXELS bounds one plane; TIFF pages and samples and .npy channels multiply it. All of a
-# file's pixels may take 2 GiB decoded: a 16384x16384 16-bit RGBA image.
-MAX_DECODED_BYTES = MAX_PIXELS * 4 * 2
-# TIFF pages become channels: far more than a model reads, few enough that following a hostile
-# file's chain of pages (tifffile follows a loop in it for 2^32 steps) stays fast.
-MAX_TIFF_PAGES = 1024
-# tifffile logs what it finds wrong in a file; p2p reports it as one P2PError instead (an app
-# that configures logging still gets the records).
-logging.getLogger("tifffile").addHandler(logging.NullHandler())
-# zlib level of the PNGs we write (Pillow's default is 6): lossless either way; level 1 encodes a
-# 256x256 output 3.4x faster for 3% more bytes (benchmarks/README.md, "Translate overheads").
-PNG_COMPRESS_LEVEL = 1
-
-Source = str | os.PathLike | bytes
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files under ``folder``, recursively, in sorted order of their relative path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise P2PError(f"{folder}: not a folder")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
-
-
-def images_by_name(folder: str | os.PathLike) -> dict[str, Path]:
-    """``list_images(folder)`` by relative path without extension, how files are matched across
-    folders (A/x.tif with B/x.png); two files that differ only in extension are refused."""
-    folder = Path(folder)
-    files: dict[str, Path] = {}
-    for path in list_images(folder):
-        name = path.relative_to(folder).with_suffix("").as_posix()
-        if name in files:
-            raise P2PError(f"{folder}: {files[name].relative_to(folder)} and "
-                           f"{path.relative_to(folder)} have the same name", "keep one of them")
-        files[name] = path
-    return files
-
-
-def _sixteen_bit_to_8(img: Image.Image) -> Image.Image:
-    # Pillow clips I;16 to L instead of scaling; scale the full 16-bit range down instead.
-    array = np.asarray(img, dtype=np.uint32)
-    return Image.fromarray((array // 257).astype(np.uint8), mode="L")
-
-
-def _label(source: Source, name: str | None) -> str:
-    return name or (f"{source}" if not isinstance(source, bytes) else "<stdin>")
-
-
-def open_file(path: str | os.PathLike, label: str) -> BinaryIO:
-    """``path`` opened for reading; P2PError naming it unless it is a regular file that is not
-    empty. Links are followed: a link to /dev/zero would be read until memory runs out, and a pipe
-    or a socket blocks, so neither is opened."""
-    try:
-        info = os.stat(path)
-        if stat.S_ISDIR(info.st_mode):
-            raise P2PError(f"{label}: is a folder, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise P2PError(f"{label}: not a regular file (a device, pipe or socket)")
-        if info.st_size == 0:
-            raise P2PError(f"{label}: empty file (0 bytes)")
-        return open(path, "rb")  # noqa: SIM115 - the caller closes it
-    except FileNotFoundError:
-        raise P2PError(f"{label}: no such file") from None
-    except OSError as exc:
-        raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
-
-
-def _open_pil(source: Source, label: str) -> Image.Image:
-    """Decode with Pillow, turning every way a file can be bad into a P2PError naming it."""
-    if isinstance(source, bytes):
-        if not source:
-            raise P2PError(f"{label}: empty input, not an image")
-        stream = io.BytesIO(source)
-    else:
-        stream = open_file(source, label)
-    try:
-        with stream, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # Checks the declared size against MAX_IMAGE_PIXELS.
-            img = Image.open(stream, formats=PIL_FORMATS)
-            img.load()
-    except UnidentifiedImageError:
-        raise P2PError(f"{label}: not an image (unknown or corrupt format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLarge(f"{label}: declared image size is too large ({exc})",
-                            f"resize it below {MAX_SIDE}x{MAX_SIDE} first") from None
-    except MemoryError:
-        raise
-    except Exception as exc:
-        # Pillow reports truncated and corrupt data as OSError/SyntaxError with its own wording,
-        # and some hostile headers as other types (TypeError from its TIFF plugin).
-        raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
-    return img
-
-
-def open_image(source: Source, channels: int = 3, name: str | None = None) -> Image.Image:
-    """Decode ``source`` (a path or encoded bytes) into a PIL image of mode RGB (3) or L (1)."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    return _convert(_open_pil(source, _label(source, name)), channels)
-
-
-def declared_size(data: bytes, name: str) -> tuple[int, int]:
-    """(height, width) that encoded image bytes declare, read from the header only."""
-    try:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller decides
-            return img.height, img.width
-    except UnidentifiedImageError:
-        raise P2PError(f"{name}: not an image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(f"{name}: declared image size is too large ({exc})") from None
-    except MemoryError:
-        raise
-    except Exception as exc:  # as in _open_pil
-        raise P2PError(f"{name}: corrupt or truncated image ({exc})") from None
-
-
-def _convert(img: Image.Image, channels: int) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        img = _sixteen_bit_to_8(img)
-    elif img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), mode="L")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite on white: what a viewer shows for a transparent background.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    target = "RGB" if channels == 3 else "L"
-    return img if img.mode == target else img.convert(target)
-
-
-def read_image(source: Source, channels: int = 3, name: str | None = None) -> torch.Tensor:
-    """Decode ``source`` into a uint8 tensor of shape (channels, H, W)."""
-    return pil_to_tensor(open_image(source, channels, name))
-
-
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    array = np.asarray(img, dtype=np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Map a float tensor in [-1, 1] to uint8 by truncation, as the published code saves images."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).to(torch.uint8)
-
-
-def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    """A (C, H, W) tensor, uint8 or float in [-1, 1], as a PIL image (mode L or RGB)."""
-    if x.dtype != torch.uint8:
-        x = to_uint8(x)
-    array = x.cpu().permute(1, 2, 0).numpy()
-    if array.shape[2] == 1:
-        return Image.fromarray(array[:, :, 0], mode="L")
-    return Image.fromarray(array, mode="RGB")
-
-
-def _format_for(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise P2PError(f"{path}: unknown image extension {suffix!r}",
-                       f"use one of {', '.join(sorted(FORMATS))}")
-    return FORMATS[suffix]
-
-
-def encode_image(img: Image.Image | torch.Tensor, fmt: str = "PNG") -> bytes:
-    if isinstance(img, torch.Tensor):
-        img = tensor_to_pil(img)
-    if fmt == "NPY":  # Pillow does not write .npy
-        return encode_raster(np.asarray(img).reshape(img.height, img.width, -1), fmt)
-    buffer = io.BytesIO()
-    options = {"JPEG": {"quality": 95}, "PNG": {"compress_level": PNG_COMPRESS_LEVEL}}.get(fmt, {})
-    img.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def save_image(img: Image.Image | torch.Tensor, path: str | os.PathLike) -> None:
-    """Write an image atomically; the format follows the file extension."""
-    write_bytes_atomic(path, encode_image(img, _format_for(path)))
-
-
-# ---- any depth, any channel count: the training and translation path -----------------------
 
 # The value range of each integer depth: what [-1, 1] maps to unless data.range says otherwise.
 DEPTH_RANGES = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0)}
@@ -268,7 +67,7 @@ def read_raster(source: Source, name: str | None = None) -> Raster:
     TIFF (pages and samples become channels, in that order) and ``.npy`` (H x W or H x W x C).
     Integers other than uint8 and uint16, and floats, become float32.
     """
-    label = _label(source, name)
+    label = label_of(source, name)
     kind = _kind(source)
     if kind == "NPY":
         pixels = _read_npy(source, label)
@@ -277,52 +76,19 @@ def read_raster(source: Source, name: str | None = None) -> Raster:
     else:
         data = source if isinstance(source, bytes) else None
         if data is None and Path(source).suffix.lower() == ".png":
-            data = _read_bytes(source, label)
+            data = read_bytes(source, label)
         if data is not None and _is_16bit_color_png(data):
             pixels = _read_png16_color(data, label)  # Pillow keeps only the top 8 bits of these
         else:
-            img = _open_pil(data if data is not None else source, label)
+            img = open_pil(data if data is not None else source, label)
             return Raster(_pil_pixels(img, label), img.format or "PNG")
     return Raster(pixels, kind if kind != "PIL" else "PNG")
-
-
-def _read_bytes(path: str | os.PathLike, label: str) -> bytes:
-    with open_file(path, label) as file:
-        try:
-            return file.read()
-        except OSError as exc:
-            raise P2PError(f"{label}: cannot read ({exc.strerror or exc})") from None
-
-
-def _check_declared(label: str, height: int, width: int, channels: int,
-                    dtype: np.dtype) -> None:
-    """Refuse, from what a header declares, an image over MAX_PIXELS or MAX_DECODED_BYTES:
-    before anything is allocated for it."""
-    if height * width > MAX_PIXELS:
-        raise ImageTooLarge(f"{label}: image size {width}x{height} is too large",
-                            f"resize it below {MAX_SIDE}x{MAX_SIDE} first")
-    size = height * width * channels * dtype.itemsize
-    if size > MAX_DECODED_BYTES:
-        raise ImageTooLarge(f"{label}: {width}x{height} pixels of {channels} {dtype} channel(s) "
-                            f"are {human_bytes(size)} decoded, over the limit of "
-                            f"{human_bytes(MAX_DECODED_BYTES)}",
-                            "store fewer pages or channels per file")
-
-
-def _check_pixels(shape: tuple[int, ...], dtype: np.dtype, label: str) -> None:
-    """Refuse an array that is not (H, W, C) of integers, floats or booleans."""
-    if len(shape) != 3 or min(shape) < 1:
-        raise P2PError(f"{label}: array of shape {shape} is not an image",
-                       "images are H x W or H x W x C")
-    if dtype.kind not in "uifb":
-        raise P2PError(f"{label}: values of type {dtype} are not pixels",
-                       "store integers or floats")
 
 
 def _as_hwc(pixels: np.ndarray, label: str) -> np.ndarray:
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
-    _check_pixels(pixels.shape, pixels.dtype, label)
+    check_pixels(pixels.shape, pixels.dtype, label)
     if pixels.dtype in (np.uint8, np.uint16, np.float32):
         return pixels
     return pixels.astype(np.float32)
@@ -344,12 +110,12 @@ def read_npy_header(stream: BinaryIO, label: str) -> tuple[tuple[int, ...], bool
 
 
 def _read_npy(source: Source, label: str) -> np.ndarray:
-    data = source if isinstance(source, bytes) else _read_bytes(source, label)
+    data = source if isinstance(source, bytes) else read_bytes(source, label)
     stream = io.BytesIO(data)
     shape, fortran_order, dtype = read_npy_header(stream, label)
-    _check_pixels(shape + (1,) if len(shape) == 2 else shape, dtype, label)
+    check_pixels(shape + (1,) if len(shape) == 2 else shape, dtype, label)
     height, width, *channels = shape
-    _check_declared(label, height, width, math.prod(channels), dtype)
+    check_declared(label, height, width, math.prod(channels), dtype)
     try:  # the data behind the header, as np.load reads it, without parsing the header again
         pixels = np.frombuffer(data, dtype, math.prod(shape), offset=stream.tell())
     except ValueError:  # fewer bytes than declared
@@ -374,8 +140,8 @@ def _tiff_series(tif, label: str):
         raise P2PError(f"{label}: TIFF axes {axes!r} hold no image plane")
     height, width = shape[axes.index("Y")], shape[axes.index("X")]
     channels = math.prod(n for n, axis in zip(shape, axes, strict=True) if axis not in "YX")
-    _check_pixels((height, width, channels), series.dtype, label)
-    _check_declared(label, height, width, channels, series.dtype)
+    check_pixels((height, width, channels), series.dtype, label)
+    check_declared(label, height, width, channels, series.dtype)
     if series.dataoffset is None:  # not one block: decoded strip by strip (or tile by tile)
         # tifffile visits every strip the size implies, present or not: a few bytes declaring
         # millions of one-row strips would take minutes.
@@ -388,7 +154,7 @@ def _tiff_series(tif, label: str):
 def _read_tiff(source: Source, label: str) -> np.ndarray:
     import tifffile
 
-    data = source if isinstance(source, bytes) else _read_bytes(source, label)
+    data = source if isinstance(source, bytes) else read_bytes(source, label)
     try:
         with tifffile.TiffFile(io.BytesIO(data)) as tif:
             series = _tiff_series(tif, label)
@@ -405,7 +171,7 @@ def _read_tiff(source: Source, label: str) -> np.ndarray:
         # A compression tifffile decodes only with imagecodecs (LZW, JPEG): Pillow's libtiff
         # reads the common single-page 8- and 16-bit ones.
         try:
-            img = _open_pil(data, label)
+            img = open_pil(data, label)
         except P2PError:
             raise P2PError(f"{label}: this TIFF's compression needs the imagecodecs package",
                            "pip install 'p2p[tiff]'") from None
@@ -424,7 +190,7 @@ def _read_png16_color(data: bytes, label: str) -> np.ndarray:
 
     try:
         width, height, rows, info = png.Reader(bytes=data).asDirect()
-        _check_declared(label, height, width, info["planes"], np.dtype(np.uint16))
+        check_declared(label, height, width, info["planes"], np.dtype(np.uint16))
         pixels = np.vstack([np.asarray(row, np.uint16) for row in rows])
     except png.Error as exc:
         raise P2PError(f"{label}: corrupt or truncated image ({exc})") from None
@@ -517,7 +283,7 @@ def can_hold(fmt: str, channels: int, dtype: str) -> bool:
 
 def check_writable(path: str | os.PathLike, channels: int, dtype: str) -> None:
     """Raise P2PError naming the fix when ``path``'s format cannot hold such pixels."""
-    fmt = _format_for(path)
+    fmt = format_for(path)
     if not can_hold(fmt, channels, dtype):
         bits = "8- and 16-bit" if fmt == "PNG" else "8-bit"
         raise P2PError(f"{path}: {fmt} holds {bits} images of 1 or 3 channels, not "
@@ -526,10 +292,10 @@ def check_writable(path: str | os.PathLike, channels: int, dtype: str) -> None:
 
 def encode_raster(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     """Encode (H, W, C) pixels in ``fmt`` at their own depth (see ``check_writable``)."""
-    buffer = io.BytesIO()
     if fmt == "NPY":
-        np.save(buffer, pixels if pixels.shape[2] > 1 else pixels[:, :, 0], allow_pickle=False)
-    elif fmt == "TIFF":
+        return npy_bytes(pixels if pixels.shape[2] > 1 else pixels[:, :, 0])
+    buffer = io.BytesIO()
+    if fmt == "TIFF":
         import tifffile
 
         channels = pixels.shape[2]
@@ -551,25 +317,16 @@ def encode_raster(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
 def save_raster(pixels: np.ndarray, path: str | os.PathLike) -> None:
     """Write (H, W, C) pixels atomically at their depth; the format follows the extension."""
     check_writable(path, pixels.shape[2], pixels.dtype.name)
-    write_bytes_atomic(path, encode_raster(pixels, _format_for(path)))
-
-
-def preview_rgb(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) as 3 channels for viewing: gray repeated, the first three of more, the first
-    of two."""
-    channels = x.shape[1]
-    if channels >= 3:
-        return x[:, :3]
-    return x[:, :1].expand(-1, 3, -1, -1)
+    write_bytes_atomic(path, encode_raster(pixels, format_for(path)))
 
 
 def read_8bit_image(source: Source, name: str | None = None) -> torch.Tensor:
     """An 8-bit RGB (or gray, made RGB) image as a uint8 (3, H, W) tensor, for FID and IS: their
     Inception networks were trained on 8-bit RGB photos, so other data is refused."""
-    label = _label(source, name)
+    label = label_of(source, name)
     pixels = decode_image(source, name)
     if isinstance(pixels, Image.Image):  # 8 bits, as Pillow reads it
-        return pil_to_tensor(_convert(pixels, 3))
+        return pil_to_tensor(convert(pixels, 3))
     if pixels.dtype == np.uint8 and pixels.shape[2] in (1, 3, 4):
         return torch.from_numpy(match_channels(pixels, 3, label, "")).permute(2, 0, 1).contiguous()
     depth = {"uint16": "16-bit", "float32": "floating-point"}.get(pixels.dtype.name, "8-bit")
@@ -583,11 +340,11 @@ _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 def decode_image(source: Source, name: str | None = None) -> Image.Image | np.ndarray:
     """Decode for training and translation: an 8-bit image Pillow reads stays a PIL image (its
     converting and resizing are the fast path); anything else is its (H, W, C) array."""
-    label = _label(source, name)
+    label = label_of(source, name)
     if not isinstance(source, bytes) and Path(source).suffix.lower() == ".png":
-        source = _read_bytes(source, label)  # read once: its header says which reader decodes it
+        source = read_bytes(source, label)  # read once: its header says which reader decodes it
     if _kind(source) == "PIL" and not (isinstance(source, bytes) and _is_16bit_color_png(source)):
-        img = _open_pil(source, label)
+        img = open_pil(source, label)
         return img if img.mode not in _HIGH_DEPTH_MODES else _pil_pixels(img, label)
     return read_raster(source, label).pixels
 
@@ -600,7 +357,7 @@ def from_memory(image: Image.Image | np.ndarray, label: str) -> Image.Image | np
         image.load()
         return image if image.mode not in _HIGH_DEPTH_MODES else _pil_pixels(image, label)
     pixels = _as_hwc(np.asarray(image), label)
-    _check_declared(label, *pixels.shape, pixels.dtype)  # the limits of a file of that size
+    check_declared(label, *pixels.shape, pixels.dtype)  # the limits of a file of that size
     # A PIL image's buffer, say, is read-only: torch wants writable arrays.
     return pixels if pixels.flags.writeable else pixels.copy()
 
@@ -611,7 +368,7 @@ def to_channels(image: Image.Image | np.ndarray, channels: int, label: str,
     ``open_image``) when 1 or 3 are asked, else its array; see ``match_channels``."""
     if isinstance(image, Image.Image):
         if channels in (1, 3):
-            return _convert(image, channels)
+            return convert(image, channels)
         image = _pil_pixels(image, label)
     return match_channels(image, channels, label, hint)
 

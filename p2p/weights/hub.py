@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from p2p import __version__
 from p2p.errors import P2PError, human_bytes
+from p2p.version import __version__
 
 PREFIX = "hf:"
 FORMAT = "p2p-hf/1"
@@ -108,7 +108,7 @@ def load_state(folder: str | os.PathLike, map_location: Any = "cpu") -> dict[str
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    from p2p import checkpoint
+    from p2p.weights import checkpoint
 
     config = read_config(folder)
     known = ("generator_config", "direction", "image_size", "preprocess", "normalization",
