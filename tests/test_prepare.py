@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
 from p2p.data.prepare import assign_splits
 from p2p.images.eight_bit import read_image, save_image
@@ -61,6 +62,25 @@ def test_pair_heights_differ_unless_resized(cli, tmp_path):
             "--ext", "jpg")
     assert r.exit_code == 0, r.stderr
     assert read_image(tmp_path / "AB" / "1.jpg").shape == (3, 4, 4 + 8)
+
+
+def test_pair_keeps_label_maps_exact_png_by_default_and_nearest_when_resized(cli, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "labels").mkdir()
+    photo = (torch.rand(3, 16, 16) * 255).to(torch.uint8)
+    save_image(photo, tmp_path / "photos" / "1.jpg")
+    labels = torch.zeros(3, 16, 16, dtype=torch.uint8)
+    labels[0, :, 5:] = 255  # two colours: a label map
+    Image.fromarray(labels.permute(1, 2, 0).numpy()).save(tmp_path / "labels" / "1.jpg",
+                                                          quality=100)
+    r = cli("data", "pair", tmp_path / "photos", tmp_path / "labels", tmp_path / "AB",
+            "--height", "24")
+    assert r.exit_code == 0, r.stderr
+    assert files(tmp_path / "AB") == ["1.png"]  # PNG, though the inputs were JPEG
+    pair = Image.open(tmp_path / "AB" / "1.png")
+    right = pair.crop((pair.width // 2, 0, pair.width, pair.height))
+    source_colours = len(Image.open(tmp_path / "labels" / "1.jpg").getcolors(1 << 16))
+    assert len(right.getcolors(1 << 16)) == source_colours  # no blended colours added
 
 
 def test_pair_reports_bad_images_by_name(cli, tmp_path):

@@ -9,7 +9,9 @@ from p2p.errors import P2PError
 from p2p.paths import StdoutClosed, stdout_write_errors
 from p2p.version import __version__
 
+# Plain help (click's): rich markup would read "[hf]" in a help text as a style and drop it.
 app = typer.Typer(
+    rich_markup_mode=None,
     name="p2p",
     help="pix2pix for paired image-to-image translation: data, train, translate, eval, zoo.",
     no_args_is_help=True,
@@ -56,6 +58,24 @@ from p2p.cli import serve as _serve  # noqa: E402
 app.command("serve")(_serve.serve)
 
 
+def click_command():
+    """The click command tree of ``app``, as ``p2p`` runs it and its help shows it: arguments
+    are named in capitals (``REAL``, as ``A_DIR``), flags without a type."""
+    command = typer.main.get_command(app)
+    for sub in _commands(command):
+        for param in sub.params:
+            if param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+            elif getattr(param, "is_flag", False):
+                param.metavar = ""
+    return command
+
+
+def _commands(command) -> list:
+    subs = getattr(command, "commands", {}).values()
+    return [command, *[c for sub in subs for c in _commands(sub)]]
+
+
 # The usage error of the click that Typer runs on (its own copy in recent Typer, the click
 # package in older ones): Typer exports BadParameter, a direct subclass of it.
 UsageError = typer.BadParameter.__base__
@@ -69,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         # (--help, --version, a command's own code, Ctrl-C inside Typer: 130) is returned.
         # Results that stdout cannot take (a full device) are an error too.
         with stdout_write_errors():
-            code = app(args=argv, prog_name="p2p", standalone_mode=False)
+            code = click_command().main(args=argv, prog_name="p2p", standalone_mode=False)
     except P2PError as exc:
         console.error(str(exc))
         sys.exit(2)

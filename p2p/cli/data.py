@@ -1,6 +1,5 @@
 """``p2p data``: list and fetch the known datasets; pair, unpair and split your own images."""
 
-import contextlib
 import json
 from dataclasses import asdict
 from enum import Enum
@@ -17,7 +16,8 @@ from p2p.limits import MAX_SIDE
 if TYPE_CHECKING:
     from p2p.data import prepare
 
-app = typer.Typer(help="Datasets: list, fetch, and prepare your own (pair, unpair, split).",
+app = typer.Typer(rich_markup_mode=None,  # plain help, as the root's (app.py)
+                  help="Datasets: list, fetch, and prepare your own (pair, unpair, split).",
                   no_args_is_help=True)
 
 SHOWN = 10  # skipped names listed before "... and N more"
@@ -38,21 +38,9 @@ class Mode(str, Enum):
     move = "move"
 
 
-@contextlib.contextmanager
-def _stage_bars(unit: str):
-    """A ``progress(stage, done, total)`` callback: one bar per stage, opened on first use."""
-    with contextlib.ExitStack() as stack:
-        current = {"stage": None, "update": None}
-
-        def progress(stage: str, done: int, total: int | None) -> None:
-            if stage != current["stage"]:
-                stack.close()
-                current["stage"] = stage
-                current["update"] = stack.enter_context(
-                    console.progress_bar(stage, total, unit=unit))
-            current["update"](done, total)
-
-        yield progress
+def _stage_bars(bars: console.BarsInTurn, unit: str = "items"):
+    """A ``progress(stage, done, total)`` callback: one bar per stage, in turn."""
+    return lambda stage, done, total: bars.bar(stage, unit=unit)(done, total)
 
 
 @app.command("list")
@@ -105,9 +93,9 @@ def fetch(
     """
     from p2p.data.fetch import fetch as fetch_dataset
 
-    with _stage_bars("bytes") as progress:
+    with console.BarsInTurn() as bars:
         result = fetch_dataset(name, root=root, url=url, archive=from_archive, force=force,
-                               progress=progress)
+                               progress=_stage_bars(bars, "bytes"))
     counts = ", ".join(f"{n} {split}" for split, n in result.splits.items())
     if result.already_present:
         console.info(f"{name} is already complete ({counts} images); --force fetches it again")
@@ -143,16 +131,18 @@ def pair(
         help="Resize both halves to this height (keeping aspect).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Fail if any name has no partner, instead of skipping it.")] = False,
-    ext: Annotated[Ext | None, typer.Option(
-        "--ext", help="Output format (default: that of the A file).")] = None,
+    ext: Annotated[Ext, typer.Option(
+        "--ext", help="Output format. PNG keeps label maps exact; JPEG adds colours that are "
+        "not labels.")] = Ext.png,
     as_json: JsonOption = False,
 ) -> None:
     """Join A_DIR/x and B_DIR/x side by side into OUT_DIR/x, the A|B layout training reads."""
     from p2p.data import prepare
 
-    with _stage_bars("items") as progress:
+    with console.BarsInTurn() as bars:
+        progress = _stage_bars(bars)
         report = prepare.pair(a_dir, b_dir, out_dir, height=height, strict=strict,
-                              ext=ext.value if ext else None,
+                              ext=ext.value,
                               progress=lambda d, t: progress("pairing", d, t))
     _finish("paired", report, as_json)
 
@@ -168,7 +158,8 @@ def unpair(
     """Cut A|B images in half into OUT_DIR/A/x and OUT_DIR/B/x (the reverse of pair)."""
     from p2p.data import prepare
 
-    with _stage_bars("items") as progress:
+    with console.BarsInTurn() as bars:
+        progress = _stage_bars(bars)
         report = prepare.unpair(ab_dir, out_dir, ext=ext.value if ext else None,
                                 progress=lambda d, t: progress("unpairing", d, t))
     _finish("wrote", report, as_json)
@@ -193,7 +184,8 @@ def split(
     """Split a folder of images into train/ val/ test/ by fraction, reproducibly."""
     from p2p.data import prepare
 
-    with _stage_bars("items") as progress:
+    with console.BarsInTurn() as bars:
+        progress = _stage_bars(bars)
         report = prepare.split(pairs_dir, out_dir, val=val, test=test, seed=seed,
-                               mode=mode.value, progress=lambda d, t: progress("splitting", d, t))
+                               mode=mode.value, progress=progress)
     _finish({"copy": "copied", "link": "linked", "move": "moved"}[mode.value], report, as_json)

@@ -24,7 +24,7 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(
         "--max-upload-mb", min=0.001, help="Largest upload accepted (413 above).")] = 20,
     max_pixels: Annotated[int, typer.Option(
-        "--max-pixels", min=1, max=MAX_PIXELS,
+        "--max-pixels", min=1, max=MAX_PIXELS, show_default="4096x4096 = 16777216",
         help="Largest width x height accepted (413 above).")] = 4096 * 4096,
     queue: Annotated[int, typer.Option(
         "--queue", min=1, max=10_000,

@@ -15,7 +15,8 @@ from p2p.cli import console
 from p2p.errors import human_bytes
 from p2p.limits import MAX_SIDE
 
-app = typer.Typer(help="Published pix2pix weights (mmagic and official), converted and verified.",
+app = typer.Typer(rich_markup_mode=None,  # plain help, as the root's (app.py)
+                  help="Published pix2pix weights (mmagic and official), converted and verified.",
                   no_args_is_help=True)
 
 

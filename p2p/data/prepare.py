@@ -40,6 +40,10 @@ class Report:
         return sum(self.written.values())
 
 
+# An image of at most this many colours is taken for a label map: resized without blending.
+LABEL_MAP_COLOURS = 256
+
+
 def _output_name(path: Path, folder: Path, ext: str | None) -> Path:
     relative = path.relative_to(folder)
     return relative.with_suffix(f".{ext}") if ext else relative
@@ -70,14 +74,16 @@ def _width_at(img: Image.Image, height: int) -> int:
 
 
 def pair(a_dir: Path, b_dir: Path, out_dir: Path, *, height: int | None = None,
-         strict: bool = False, ext: str | None = None,
+         strict: bool = False, ext: str | None = "png",
          progress: Progress | None = None) -> Report:
     """Write ``A|B`` side-by-side images for every name present in both ``a_dir`` and ``b_dir``.
 
     Names match on the relative path without extension. With ``height`` both halves are resized
     (keeping their aspect ratio) to that height; without it, halves of different heights are
     skipped. Unmatched names are skipped and reported, or with ``strict`` fail before anything is
-    written.
+    written. The pairs are PNG unless ``ext`` says otherwise (None: A's format): a label map
+    saved as JPEG gains hundreds of colours that are not labels. A side of few colours (a label
+    map) is resized by nearest neighbour, for the same reason.
     """
     _check_ext(ext)
     if height is not None and not 1 <= height <= MAX_SIDE:
@@ -126,7 +132,9 @@ def _pair_one(a_path: Path, b_path: Path, dest: Path, height: int | None) -> str
     combined = Image.new("RGB", (a_width + b_width, height))
     for img, left, width in ((a_img, 0, a_width), (b_img, a_width, b_width)):
         if img.size != (width, height):
-            img = img.resize((width, height), Image.Resampling.BICUBIC)
+            labels = img.getcolors(LABEL_MAP_COLOURS) is not None
+            img = img.resize((width, height), Image.Resampling.NEAREST if labels
+                             else Image.Resampling.BICUBIC)
         combined.paste(img, (left, 0))
     save_image(combined, dest)
     return None
@@ -204,12 +212,13 @@ def _place(source: Path, dest: Path, mode: str) -> None:
 
 
 def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1, seed: int = 0,
-          mode: str = "copy", progress: Progress | None = None) -> Report:
+          mode: str = "copy", progress: Callable[[str, int, int], None] | None = None) -> Report:
     """Distribute the images of ``pairs_dir`` into ``out_dir/train``, ``/val`` and ``/test``.
 
     ``mode`` is "copy" (default), "link" (hard links, same file system) or "move". Files already
     under ``out_dir`` are never inputs, so ``out_dir`` may be ``pairs_dir`` itself. Images that do
     not decode are reported and left where they are; the fractions apply to the others.
+    ``progress(stage, done, total)``: stage "checking" (decoding each file), then "placing".
     """
     if mode not in SPLIT_MODES:
         raise P2PError(f"unknown mode {mode!r}", f"use one of {', '.join(SPLIT_MODES)}")
@@ -222,7 +231,6 @@ def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1
         raise P2PError(f"{pairs_dir}: no images to split")
     report = Report(written={str(out_dir / s): 0 for s in ("train", "val", "test")})
     # Decode every image first: the fractions are of the images that will be placed.
-    steps = 2 * len(files)  # checking, then placing (the total shrinks by the skipped ones)
     placeable = []
     for done, name in enumerate(sorted(files), 1):
         try:
@@ -232,13 +240,12 @@ def split(pairs_dir: Path, out_dir: Path, *, val: float = 0.1, test: float = 0.1
         else:
             placeable.append(name)
         if progress:
-            progress(done, steps)
+            progress("checking", done, len(files))
     assignment = assign_splits(placeable, val, test, seed)
-    steps = len(files) + len(placeable)
-    for done, (name, split_name) in enumerate(sorted(assignment.items()), len(files) + 1):
+    for done, (name, split_name) in enumerate(sorted(assignment.items()), 1):
         with writing(out_dir / split_name / name):  # P2PError naming it when it cannot
             _place(files[name], out_dir / split_name / name, mode)
         report.written[str(out_dir / split_name)] += 1
         if progress:
-            progress(done, steps)
+            progress("placing", done, len(assignment))
     return report
