@@ -11,7 +11,7 @@ import re
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -208,14 +208,17 @@ def stdout_write_errors() -> Iterator[None]:
         flush_stdout()
 
 
-def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+def remove_temp_files(folder: str | os.PathLike,
+                      targets: Collection[str] | None = None) -> list[Path]:
     """Remove what killed writers left in ``folder`` (not below it): only files named as
-    atomic_path names its temporary files. Call it only while no other process can be writing
-    there (the run lock is held). Returns what was removed."""
+    atomic_path names its temporary files, and with ``targets`` only those of files of these
+    names. Call it only while no other process can be writing there (the run lock is held, or
+    the caller owns the targets). Returns what was removed."""
     removed = []
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for path in Path(folder).iterdir():
-            if _TEMP_NAME.match(path.name) and path.is_file():
+            if _TEMP_NAME.match(path.name) and path.is_file() and (
+                    targets is None or path.name[1:].rsplit(".", 2)[0] in targets):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     removed.append(path)

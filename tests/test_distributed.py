@@ -15,11 +15,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2p import distributed
 from p2p.data.paired import augment
 from p2p.data.synthetic import make_pair
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
-from p2p.training import distributed
+from p2p.training import distributed as data_parallel
 from p2p.weights import load_checkpoint
 
 # fp32 (amp: false, whatever the default): the comparisons below hold to float32 rounding, which
@@ -99,7 +100,8 @@ import contextlib, sys, time
 from datetime import timedelta
 from pathlib import Path
 import torch
-from p2p.training import distributed
+from p2p import distributed
+from p2p.training import distributed as data_parallel
 from p2p.errors import P2PError
 from p2p.recipe import recipe_from_dict
 from p2p.training.loop import build_models, train_step
@@ -110,14 +112,14 @@ recipe = recipe_from_dict({"data": {"batch_size": 2, "crop_size": 32, "load_size
                                      "d_norm": "none", "dropout": False}})
 world, device = distributed.world_from_env(), torch.device("cpu")
 batch = torch.rand(2, 6, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
-share = batch[distributed.rank_share(2, world)]
+share = batch[data_parallel.rank_share(2, world)]
 started = time.monotonic()
 try:
     with distributed.process_group(world, device, timeout=timedelta(seconds=5)):
         models = build_models(recipe, device)
         train_step(models, share[:, :3], share[:, 3:], recipe, contextlib.nullcontext(),
-                   distributed.parallel(models.generator, device),
-                   distributed.parallel(models.discriminator, device))
+                   data_parallel.parallel(models.generator, device),
+                   data_parallel.parallel(models.discriminator, device))
         torch.save({f"{part}.{name}": p.grad for part, module in
                     (("generator", models.generator), ("discriminator", models.discriminator))
                     for name, p in module.named_parameters()}, out / f"grads{world.rank}.pt")
@@ -276,7 +278,7 @@ def test_world_comes_from_the_torchrun_variables(monkeypatch):
 @given(world_size=st.integers(1, 4), share=st.integers(1, 3))
 def test_rank_shares_cover_the_global_batch_once(world_size, share):
     batch = world_size * share
-    slices = [distributed.rank_share(batch, distributed.World(r, world_size))
+    slices = [data_parallel.rank_share(batch, distributed.World(r, world_size))
               for r in range(world_size)]
     assert [i for s in slices for i in range(batch)[s]] == list(range(batch))
 
@@ -293,7 +295,7 @@ def test_a_share_is_augmented_as_in_the_whole_batch(seed, iteration, flip, first
 
 def test_check_accepts_one_process_and_batch_norm_on_gpus():
     recipe = recipe_from_dict({"data": {"batch_size": 3}})
-    distributed.check(recipe, 1, "cpu")
+    data_parallel.check(recipe, 1, "cpu")
     with pytest.raises(P2PError, match="does not split evenly"):
-        distributed.check(recipe, 2, "cuda")
-    distributed.check(recipe_from_dict({"data": {"batch_size": 4}}), 2, "cuda")
+        data_parallel.check(recipe, 2, "cuda")
+    data_parallel.check(recipe_from_dict({"data": {"batch_size": 4}}), 2, "cuda")

@@ -17,6 +17,14 @@ produce; 8-bit models with 1 or 3 channels take Pillow's path, exactly as before
 
 Decoding and encoding run in a small thread pool (Pillow and torch release the GIL) so that the
 generator, not file handling, sets the pace.
+
+Batches and dropout. The jobs are cut into chunks of ``batch_size`` consecutive jobs, and a batch
+never spans two chunks: so a process that translates whole chunks (a rank's share, a Ray task)
+forms exactly the batches one process forms. Paper mode's dropout masks are a function of the
+run's seed and each job's ``key`` (its path relative to the input, without extension;
+``generator.dropout_seed``), not of the order or the batch: an output does not depend on
+``batch_size``, on the number of processes or on the engine. Without a seed, one is drawn from
+torch's global RNG for the run (``torch.manual_seed`` repeats it; each run draws a new one).
 """
 
 import contextlib
@@ -25,7 +33,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +63,13 @@ from p2p.images.raster import (
     split_halves,
     to_channels,
 )
-from p2p.inference.generator import run_generator, seeded
+from p2p.inference.generator import dropout_seed, run_generator
+from p2p.inference.manifest import listed_images
 from p2p.inference.tiling import check_tiling, default_overlap, translate_tiled
+from p2p.limits import MAX_SEED
 from p2p.memory import reuse_freed_memory
 from p2p.models import TEST_MODES, input_multiple
+from p2p.paths import remove_temp_files
 from p2p.weights import load_generator, resolve, weights_file
 from p2p.weights.checkpoint import (
     image_size_of,
@@ -113,7 +124,9 @@ class Model:
         The pixels are exactly those ``p2p translate`` writes for the same model, input and
         options. ``mode``: ``"paper"`` (dropout on, each image's own batch-norm statistics, the
         paper's test-time mode) or ``"eval"`` (running statistics, deterministic); ``seed``
-        repeats paper mode's dropout.
+        repeats paper mode's dropout. Its masks follow each image's key, as a file's follow its
+        relative path: a single image is keyed as a single file is, the i-th of a list as a file
+        named i in a folder (the j-th of a batch tensor: j, or i/j in a list).
 
         >>> photo = model(Image.open("labels.png"), mode="eval")  # doctest: +SKIP
         """
@@ -123,7 +136,8 @@ class Model:
         images = [image] if single else image
         # A batch tensor is its images, one job each, stacked again afterwards.
         batches = [isinstance(item, torch.Tensor) and item.dim() == 4 for item in images]
-        jobs = [Job(x, f"image {index}[{i}]" if batch else f"image {index}", None)
+        jobs = [Job(x, f"image {index}[{i}]" if batch else f"image {index}", None,
+                    _memory_key(single, index, i if batch else None))
                 for index, (item, batch) in enumerate(zip(images, batches, strict=True))
                 for i, x in enumerate(item if batch else [item])]
         options = TranslateOptions(paper_mode=mode == "paper", seed=seed, batch_size=batch_size,
@@ -148,13 +162,21 @@ class Model:
         return report
 
     def run(self, batch: torch.Tensor, paper_mode: bool = True, *, precision: str | None = None,
-            batch_statistics: bool = False) -> torch.Tensor:
+            batch_statistics: bool = False,
+            dropout_seeds: list[int] | None = None) -> torch.Tensor:
         """The generator on ``batch`` (N, C, H, W), float in [-1, 1], sides multiples of
-        ``multiple``, in a test-time mode (``generator.run_generator``); float32 in [-1, 1] on the
-        model's device. ``precision`` None: the model's."""
+        ``multiple``, in a test-time mode (``generator.run_generator``; ``dropout_seeds``: each
+        image's, else the global RNG); float32 in [-1, 1] on the model's device. ``precision``
+        None: the model's."""
         return run_generator(self.generator, batch.to(self.device), paper_mode,
                              self.precision if precision is None else precision,
-                             batch_statistics=batch_statistics, memory_format=self.memory_format)
+                             batch_statistics=batch_statistics, memory_format=self.memory_format,
+                             dropout_seeds=dropout_seeds)
+
+    def on(self, device: torch.device) -> "Model":
+        """This model on ``device`` (its generator moved there: a Ray worker's GPU)."""
+        self.generator.to(device, memory_format=self.memory_format)
+        return replace(self, device=device)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -277,10 +299,20 @@ class Job:
     source: Path | bytes | Input
     name: str  # for messages
     target: Path | None
+    # What paper mode's dropout masks follow: the path relative to the input (a folder, or a
+    # manifest's common root) without extension; "" for the input itself (one file, stdin).
+    key: str = ""
 
     @property
     def in_memory(self) -> bool:
         return not isinstance(self.source, Path | bytes)
+
+
+def _memory_key(single: bool, index: int, position: int | None) -> str:
+    """The key of an image given to ``Model()``: see ``Model.__call__``."""
+    if position is None:
+        return "" if single else str(index)
+    return str(position) if single else f"{index}/{position}"
 
 
 @dataclass
@@ -290,15 +322,20 @@ class Plan:
 
 
 def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool = False,
-              stdin: bytes | None = None, png_holds_output: bool = True) -> Plan:
+              stdin: bytes | None = None, png_holds_output: bool = True, *,
+              manifest: bool = False, skip_missing: bool = False) -> Plan:
     """Pair each input image with its output.
 
-    ``input``: an image file, a folder (recursively, in sorted order) or ``-`` (the bytes in
-    ``stdin``). ``output``: a folder (same relative names with extension ``ext``; None: the
-    input's own for TIFF and .npy, else png, or tif unless ``png_holds_output``, see
+    ``input``: an image file, a folder (recursively, in sorted order), ``-`` (the bytes in
+    ``stdin``) or with ``manifest`` a list of image files (``manifest.py``; their outputs keep
+    their paths relative to the list's common root; missing files are refused unless
+    ``skip_missing``, and then are bad inputs of the run). ``output``: a folder (same relative
+    names with extension ``ext``; None: the input's own for TIFF and .npy, else png, or tif
+    unless ``png_holds_output``, see
     ``Model.png_holds_output``), an image file, or ``-`` (the encoded PNG, or TIFF when PNG
     cannot hold the output, is returned instead of written). An existing folder, or a path
-    without an image extension, is a folder. Existing outputs are kept unless ``overwrite``.
+    without an image extension, is a folder. Existing outputs are kept unless ``overwrite``, and
+    the temporary files a killed run left for these outputs are removed (see paths.atomic_path).
     """
     suffix = None if ext is None else f".{ext.lower().lstrip('.')}"
     if suffix is not None and suffix not in IMAGE_EXTENSIONS:
@@ -311,6 +348,10 @@ def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool 
             raise P2PError(f"{output}: is a folder; one image from stdin needs an output file",
                            "name a file, or - for stdout")
         jobs = [Job(stdin, STDIN_NAME, _output_file(output))]
+    elif manifest:
+        root, sources = listed_images(Path(input), skip_missing)
+        jobs = _rooted_jobs(root, sources, _output_folder(input, "a list of images", output),
+                            suffix, png_holds_output)
     elif Path(input).is_dir():
         jobs = _folder_jobs(Path(input), output, suffix, png_holds_output)
     elif Path(input).exists():
@@ -323,6 +364,7 @@ def plan_jobs(input: str, output: str, ext: str | None = "png", overwrite: bool 
         jobs = [Job(source, input, _output_file(str(out)))]
     else:
         raise P2PError(f"{input}: no such file or folder")
+    _remove_leftovers(jobs)
     if overwrite:
         return Plan(jobs)
     kept, existing = [], []
@@ -344,30 +386,50 @@ def _output_file(output: str) -> Path | None:
     return path
 
 
-def _folder_jobs(folder: Path, output: str, suffix: str | None,
-                 png_holds_output: bool) -> list[Job]:
+def _output_folder(source: str, what: str, output: str) -> Path:
     if output == "-":
-        raise P2PError(f"{folder}: a folder of images cannot go to stdout",
-                       "name an output folder")
+        raise P2PError(f"{source}: {what} cannot go to stdout", "name an output folder")
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise P2PError(f"{output}: exists and is not a folder",
-                       "a folder of images needs an output folder")
+        raise P2PError(f"{output}: exists and is not a folder", f"{what} needs an output folder")
+    return out
+
+
+def _folder_jobs(folder: Path, output: str, suffix: str | None,
+                 png_holds_output: bool) -> list[Job]:
+    out = _output_folder(str(folder), "a folder of images", output)
     # An output folder inside the input folder must not be read back as input.
     sources = [p for p in list_images(folder) if not p.resolve().is_relative_to(out.resolve())]
     if not sources:
         raise P2PError(f"{folder}: no images in this folder",
                        f"image files end in {', '.join(sorted(IMAGE_EXTENSIONS))}")
+    return _rooted_jobs(folder, sources, out, suffix, png_holds_output)
+
+
+def _rooted_jobs(root: Path, sources: list[Path], out: Path, suffix: str | None,
+                 png_holds_output: bool) -> list[Job]:
+    """Each source's output at its path relative to ``root`` under ``out``."""
     jobs, claimed = [], {}
     for source in sources:
-        target = out / source.relative_to(folder).with_suffix(
+        relative = source.relative_to(root)
+        target = out / relative.with_suffix(
             suffix or output_suffix(source.suffix, png_holds_output))
         if target in claimed:
             raise P2PError(f"{claimed[target]} and {source} would both be written to {target}",
                            "rename one of them")
         claimed[target] = source
-        jobs.append(Job(source, str(source), target))
+        jobs.append(Job(source, str(source), target, relative.with_suffix("").as_posix()))
     return jobs
+
+
+def _remove_leftovers(jobs: list[Job]) -> None:
+    """Remove the temporary files of these jobs' outputs that a killed run left behind."""
+    names: dict[Path, set[str]] = {}
+    for job in jobs:
+        if job.target is not None:
+            names.setdefault(job.target.parent, set()).add(job.target.name)
+    for folder, targets in names.items():
+        remove_temp_files(folder, targets)
 
 
 # ---- translation -----------------------------------------------------------------------------
@@ -400,7 +462,9 @@ class Report:
 
 
 @dataclass
-class _Decoded:
+class Decoded:
+    """A job's input decoded and sized for the model (``decode_job``)."""
+
     job: Job
     # 8-bit models: PIL images; otherwise (C, H, W) float tensors in [-1, 1] at the input's size
     input: Image.Image | torch.Tensor
@@ -414,60 +478,99 @@ def translate(model: Model, jobs: Iterable[Job], options: TranslateOptions = Tra
     """Translate every job; returns what was done and which inputs were bad.
 
     A bad input raises its P2PError unless ``options.skip_bad``. Images of the same model-side
-    size are batched together, up to ``options.batch_size``. Each output file appears atomically.
+    size are batched together, up to ``options.batch_size``, within each chunk of that many
+    consecutive jobs. Each output file appears atomically.
     """
-    if options.batch_size < 1:
-        raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
-    autocast_dtype(options.precision, model.device)  # refused before any work, not mid-way
-    if options.tile is not None:
-        _check_tiles(model, options)
+    check_options(model, options)
+    options = with_seed(options)
     jobs = list(jobs)
-    _check_outputs(model, jobs, options)
+    check_outputs(model, jobs, options)
     report = Report()
-    pending: list[_Decoded] = []
     written = []
 
     def advance() -> None:
         if progress:
             progress(report.translated + len(report.bad), len(jobs))
 
-    def flush() -> None:
-        if options.tile is not None:
-            outputs = [_run_tiled(model, item.tensor, options) for item in pending]
-        else:
-            batch = torch.stack([item.tensor for item in pending])
-            outputs = model.run(batch, options.paper_mode, precision=options.precision).cpu()
-        written.extend(pool.submit(_finish, item, output, options, model)
-                       for item, output in zip(pending, outputs, strict=True))
-        report.translated += len(pending)
-        pending.clear()
-        advance()
-
-    decode = functools.partial(_decode, model=model, options=options)
+    decode = functools.partial(decode_job, model=model, options=options)
     # Tiled images are large: decode only the next one ahead.
     ahead = 1 if options.tile is not None else 2 * options.batch_size + THREADS
-    with seeded(options.seed, model.device), reuse_freed_memory(model.device), \
-            ThreadPoolExecutor(THREADS) as pool, \
+    with reuse_freed_memory(model.device), ThreadPoolExecutor(THREADS) as pool, \
             contextlib.closing(_in_order(pool, decode, jobs, ahead)) as decoded:
-        for item in decoded:
-            if isinstance(item, P2PError):
-                if not options.skip_bad:
-                    raise item
-                report.bad.append(str(item))
+        for chunk in _chunks(decoded, options.batch_size):
+            for item in chunk:
+                if isinstance(item, P2PError):
+                    if not options.skip_bad:
+                        raise item
+                    report.bad.append(str(item))
+                    advance()
+            for batch in batches(chunk, options):
+                outputs = generate(model, batch, options)
+                written.extend(pool.submit(finish, item, output, options, model)
+                               for item, output in zip(batch, outputs, strict=True))
+                report.translated += len(batch)
                 advance()
-                continue
-            if pending and pending[0].tensor.shape != item.tensor.shape:
-                flush()
-            pending.append(item)
-            if len(pending) == options.batch_size or options.tile is not None:
-                flush()
-        if pending:
-            flush()
         for future in written:
             data = future.result()
             if data is not None:
                 report.outputs.append(data)
     return report
+
+
+def check_options(model: Model, options: TranslateOptions) -> None:
+    """Refuse options the model cannot run, before any work rather than mid-way."""
+    if options.batch_size < 1:
+        raise P2PError(f"batch size must be at least 1, got {options.batch_size}")
+    autocast_dtype(options.precision, model.device)
+    if options.tile is not None:
+        _check_tiles(model, options)
+
+
+def with_seed(options: TranslateOptions) -> TranslateOptions:
+    """``options`` with the run's dropout seed in paper mode: its own, or one drawn from
+    torch's global RNG."""
+    if options.seed is not None or not options.paper_mode:
+        return options
+    return replace(options, seed=int(torch.randint(MAX_SEED, ())))
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def batches(chunk: list[Decoded | P2PError], options: TranslateOptions) -> list[list[Decoded]]:
+    """How a chunk's decoded images run: runs of one model-side size (with tiles, one image
+    each); the bad ones left out."""
+    groups: list[list[Decoded]] = []
+    for item in chunk:
+        if isinstance(item, P2PError):
+            continue
+        if groups and options.tile is None and groups[-1][0].tensor.shape == item.tensor.shape:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def generate(model: Model, batch: list[Decoded], options: TranslateOptions) -> list[torch.Tensor]:
+    """The generator's outputs for one batch (``batches``), on the CPU; ``options.seed`` set
+    (``with_seed``): each image's dropout masks follow its key."""
+    seeds = ([dropout_seed(options.seed, item.job.key) for item in batch] if options.paper_mode
+             else [None] * len(batch))
+    if options.tile is not None:
+        return [_run_tiled(model, item.tensor, options, seed)
+                for item, seed in zip(batch, seeds, strict=True)]
+    tensor = torch.stack([item.tensor for item in batch])
+    return list(model.run(tensor, options.paper_mode, precision=options.precision,
+                          dropout_seeds=seeds if options.paper_mode else None).cpu())
 
 
 def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: list, ahead: int) -> Iterator:
@@ -485,7 +588,7 @@ def _in_order(pool: ThreadPoolExecutor, fn: Callable, items: list, ahead: int) -
             future.cancel()
 
 
-def _check_outputs(model: Model, jobs: list[Job], options: TranslateOptions) -> None:
+def check_outputs(model: Model, jobs: list[Job], options: TranslateOptions) -> None:
     """Refuse, before any work, outputs that cannot be written as asked."""
     if options.side_by_side and (model.in_channels not in (1, 3) or
                                  model.out_channels not in (1, 3)):
@@ -498,7 +601,7 @@ def _check_outputs(model: Model, jobs: list[Job], options: TranslateOptions) -> 
             check_writable(job.target, channels, model.output_dtype)
 
 
-def _decode(job: Job, model: Model, options: TranslateOptions) -> _Decoded | P2PError:
+def decode_job(job: Job, model: Model, options: TranslateOptions) -> Decoded | P2PError:
     try:
         if isinstance(job.source, torch.Tensor):
             return _decode_tensor(job, model, options)
@@ -520,15 +623,15 @@ def _model_size(model: Model, options: TranslateOptions, size: tuple[int, int],
 
 
 def _decode_8bit(job: Job, model: Model, options: TranslateOptions, image: Image.Image,
-                 target: Image.Image | None) -> _Decoded:
+                 target: Image.Image | None) -> Decoded:
     if options.tile is not None:  # own size, kept in uint8: tiles are cut and scaled one by one
         tensor = pil_to_tensor(image)
-        return _Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
+        return Decoded(job, image, target, tensor, tuple(tensor.shape[1:]))
     size = _model_size(model, options, (image.height, image.width), job.name)
     resized = image if size is None or size == (image.height, image.width) else image.resize(
         (size[1], size[0]), Image.Resampling.BICUBIC)
     tensor = pil_to_tensor(resized).float().div_(127.5).sub_(1)
-    return _Decoded(job, image, target, pad_to_multiple(tensor, model.multiple),
+    return Decoded(job, image, target, pad_to_multiple(tensor, model.multiple),
                     tuple(tensor.shape[1:]))
 
 
@@ -543,13 +646,13 @@ def _normalized(image: Image.Image | np.ndarray, model: Model, side: str,
 
 def _decode_any(job: Job, model: Model, options: TranslateOptions,
                 image: Image.Image | np.ndarray, target: Image.Image | np.ndarray | None
-                ) -> _Decoded:
+                ) -> Decoded:
     x = _normalized(image, model, "source", job.name)
     other = None if target is None else _normalized(target, model, "target", job.name)
     return _sized(job, model, options, x, other)
 
 
-def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> _Decoded:
+def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> Decoded:
     """A (C, H, W) float tensor already in [-1, 1] (``Model()``)."""
     x = job.source.detach().to("cpu", torch.float32)
     if x.dim() != 3 or x.shape[0] != model.in_channels:
@@ -559,13 +662,13 @@ def _decode_tensor(job: Job, model: Model, options: TranslateOptions) -> _Decode
 
 
 def _sized(job: Job, model: Model, options: TranslateOptions, x: torch.Tensor,
-           other: torch.Tensor | None) -> _Decoded:
+           other: torch.Tensor | None) -> Decoded:
     """Float (C, H, W) ``x`` in [-1, 1] brought to the model's size, then padded."""
     if options.tile is not None:  # own size: tiling pads only the tiles that need it
-        return _Decoded(job, x, other, x, tuple(x.shape[1:]))
+        return Decoded(job, x, other, x, tuple(x.shape[1:]))
     size = _model_size(model, options, tuple(x.shape[1:]), job.name)
     resized = x if size is None else resize_pixels(x, size)
-    return _Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
+    return Decoded(job, x, other, pad_to_multiple(resized, model.multiple),
                     tuple(resized.shape[1:]))
 
 
@@ -583,11 +686,21 @@ def _check_tiles(model: Model, options: TranslateOptions) -> None:
                        "add --eval-mode (running statistics), or translate without --tile")
 
 
-def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions) -> torch.Tensor:
+def _run_tiled(model: Model, image: torch.Tensor, options: TranslateOptions,
+               seed: int | None) -> torch.Tensor:
     """8-bit inputs (uint8) are scaled tile by tile and come back as uint8; inputs of other
-    depths arrive normalized and come back as floats in [-1, 1]."""
+    depths arrive normalized and come back as floats in [-1, 1]. Paper mode: the image's
+    ``seed`` and each tile's index (tiles run in one order, whatever the batch) give the tile's
+    dropout masks."""
+    done = 0  # tiles run so far
+
     def forward(batch: torch.Tensor) -> torch.Tensor:
-        return model.run(batch, options.paper_mode, precision=options.precision)
+        nonlocal done
+        seeds = (None if seed is None else
+                 [dropout_seed(seed, str(tile)) for tile in range(done, done + len(batch))])
+        done += len(batch)
+        return model.run(batch, options.paper_mode, precision=options.precision,
+                         dropout_seeds=seeds)
 
     floats = {} if image.dtype == torch.uint8 else {
         "to_input": torch.Tensor.float, "to_output": torch.Tensor.float,
@@ -613,7 +726,7 @@ def _read(job: Job, model: Model, options: TranslateOptions):
             to_channels(target, model.out_channels, job.name, hint))
 
 
-def _finish(item: _Decoded, output: torch.Tensor, options: TranslateOptions,
+def finish(item: Decoded, output: torch.Tensor, options: TranslateOptions,
             model: Model) -> bytes | None:
     """Crop and resize the output back to the input's size, compose, encode, write."""
     height, width = item.size

@@ -6,6 +6,10 @@ to torchvision's ImageNet Inception v3, whose 1000-class softmax is p(y|x). The 
 into ``splits`` consecutive groups of N // splits (the rest is left out, as mmagic does: 106
 images -> 10 groups of 10); per group, IS = exp(mean over its images of KL(p(y|x) || p(y))) with
 p(y) the group's mean; the result is the mean and the standard deviation (ddof 0) over groups.
+
+Several processes (torchrun): each computes the class probabilities of its share of the images
+(features.py: the batches one process forms, so the same numbers bit for bit), and they are
+gathered back in order, so the groups, and the scores, are one process's.
 """
 
 import os
@@ -18,6 +22,7 @@ from PIL import Image
 from scipy.special import rel_entr
 from torch import nn
 
+from p2p.distributed import gather, in_order
 from p2p.errors import P2PError
 from p2p.images.eight_bit import pil_to_tensor, tensor_to_pil
 from p2p.images.files import list_images
@@ -79,8 +84,13 @@ def compute_is(folder: Path, settings: Settings = Settings(), splits: int = SPLI
                        f"splits needs at least {max(splits, 1)}", "use fewer --splits")
     read_8bit_image(files[0])  # refuse 16-bit or N-channel folders before the weights
     network = class_probabilities(is_inception(weights, download_progress)).to(settings.device)
-    batches = preprocessed_batches(files, _file_input, settings)
-    probabilities = network_outputs(network, batches, settings, Tally(len(files), progress))
+    mine = settings.share(files)
+    batches = preprocessed_batches(mine, _file_input, settings)
+    probabilities = (network_outputs(network, batches, settings, Tally(len(mine), progress))
+                     if mine else np.empty((0, 0)))  # more processes than batches
+    if settings.world.size > 1:
+        shares = gather(list(probabilities), settings.world)
+        probabilities = np.stack(in_order(shares, settings.batch_size))
     score, std = inception_score(probabilities, splits)
     return IsResult(score, std, len(files))
 

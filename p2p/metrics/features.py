@@ -4,8 +4,14 @@ Decoding, scaling and resizing one image happen in a small thread pool (Pillow a
 release the GIL), a few batches ahead of the network, so on 2 cores the network sets the pace.
 Every image is preprocessed on its own before batching, so the result does not depend on the
 batch size beyond float rounding in the network, and folders may mix image sizes.
+
+Under torchrun (``p2p eval ... --nproc N``) each rank takes a share of the images: whole batches
+dealt out in turn (``p2p.distributed.share``), so every image meets the network in the batch one
+process would give it and its outputs are one process's, bit for bit; frechet.py and
+class_scores.py reduce them.
 """
 
+import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2p.distributed import World, process_device, process_group, share, world_from_env
 from p2p.memory import reuse_freed_memory
 from p2p.metrics.defaults import INCEPTION_BATCH, THREADS
 
@@ -32,6 +39,23 @@ class Settings:
     device: torch.device = torch.device("cpu")
     batch_size: int = INCEPTION_BATCH
     workers: int = THREADS
+    world: World = World()  # this process's place when several share the images (torchrun)
+
+    def share(self, items: Sequence[Item]) -> list[Item]:
+        """This process's share of ``items`` (all of them in one process)."""
+        return share(items, self.batch_size, self.world)
+
+
+@contextlib.contextmanager
+def joined_settings(device: str, batch_size: int, workers: int) -> Iterator[Settings]:
+    """The settings of a command or API call. Under torchrun, while active, this rank in the
+    evaluation's process group, on its local rank's GPU (with GPUs): the images are shared out."""
+    from p2p.device import pick_device
+
+    world = world_from_env()
+    target = process_device(pick_device(device), world)
+    with process_group(world, target, job="evaluation"):
+        yield Settings(target, batch_size, workers, world)
 
 
 class Tally:

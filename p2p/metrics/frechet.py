@@ -24,6 +24,12 @@ as the published code does.
 Statistics files are ``.npz`` with ``mu``, ``sigma`` (the names pytorch-fid uses, so its files
 work here too) and ``n``. The statistics of real image folders are cached under
 ``$P2P_HOME/fid-stats/``, keyed by the images' names and bytes and by the network's weights.
+
+Several processes (torchrun): each computes the features of its share of a folder (features.py)
+and the float64 sums of x and x x^T over them; the sums are added over the processes and give mu
+and sigma (``statistics_from_sums``), equal to one process's within float64 rounding (~1e-13
+relative), with memory that does not grow with the images. The cache key is one process's:
+the ranks hash their shares and rank 0 reads and writes the cache.
 """
 
 import functools
@@ -40,6 +46,7 @@ import numpy as np
 import torch
 from scipy import linalg
 
+from p2p.distributed import from_main, gather, in_order, summed
 from p2p.errors import P2PError
 from p2p.images.files import list_images, open_file
 from p2p.images.raster import read_8bit_image, read_npy_header
@@ -87,6 +94,16 @@ def statistics(features: np.ndarray) -> Statistics:
         raise P2PError(f"FID needs the features of at least 2 images, got {len(features)}")
     sigma = np.atleast_2d(np.cov(features, rowvar=False))  # (1, 1), not a scalar, for D = 1
     return Statistics(features.mean(axis=0), sigma, len(features))
+
+
+def statistics_from_sums(n: int, total: np.ndarray, outer: np.ndarray) -> Statistics:
+    """The statistics of ``n`` features from their sum and the sum of their outer products
+    (float64): the mean, and the covariance with ddof=1 as ``statistics`` computes it."""
+    if n < 2:
+        raise P2PError(f"FID needs the features of at least 2 images, got {n}")
+    mu = total / n
+    sigma = (outer - n * np.outer(mu, mu)) / (n - 1)
+    return Statistics(mu, (sigma + sigma.T) / 2, n)  # exactly symmetric, whatever the rounding
 
 
 def frechet_distance(real: Statistics, fake: Statistics) -> float:
@@ -217,24 +234,38 @@ def load_statistics(path: str | os.PathLike) -> Statistics:
 
 def cache_key(network: FIDInception, items: Iterable[bytes]) -> str:
     """A digest of the network's weights and of ``items`` (what the statistics summarise)."""
+    return _key_of_digests(network, (hashlib.sha256(item).digest() for item in items))
+
+
+def _key_of_digests(network: FIDInception, digests: Iterable[bytes]) -> str:
     digest = hashlib.sha256(CACHE_VERSION)
     for name, tensor in network.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    for item in items:
-        digest.update(hashlib.sha256(item).digest())
+    for item in digests:
+        digest.update(item)
     return digest.hexdigest()[:40]
 
 
-def cached_statistics(key: str, compute: Callable[[], Statistics]) -> Statistics:
-    path = home() / "fid-stats" / f"{key}.npz"
+def _cache_path(key: str) -> Path:
+    return home() / "fid-stats" / f"{key}.npz"
+
+
+def _from_cache(key: str) -> Statistics | None:
+    path = _cache_path(key)
     if path.is_file():
         try:
             return load_statistics(path)
         except P2PError:
             pass  # a damaged entry is computed again and replaced
-    stats = compute()
-    save_statistics(stats, path)
+    return None
+
+
+def cached_statistics(key: str, compute: Callable[[], Statistics]) -> Statistics:
+    stats = _from_cache(key)
+    if stats is None:
+        stats = compute()
+        save_statistics(stats, _cache_path(key))
     return stats
 
 
@@ -245,7 +276,7 @@ def fid_input(image: torch.Tensor) -> torch.Tensor:
     return resize_bilinear(((image.float() - 127.5) / 127.5)[None])[0]
 
 
-def _folder_item(root: Path, path: Path) -> bytes:
+def folder_item(root: Path, path: Path) -> bytes:
     return path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes()
 
 
@@ -272,9 +303,37 @@ def folder_statistics(folder: Path, network: FIDInception, settings: Settings,
     files = list_images(folder)
     if len(files) < 2:
         raise P2PError(f"{folder}: {len(files)} image(s); FID needs at least 2")
-    key_items = (_folder_item(folder, f) for f in files) if use_cache else None
+    if settings.world.size > 1:
+        return _shared_folder_statistics(folder, files, network, settings, tally, use_cache)
+    key_items = (folder_item(folder, f) for f in files) if use_cache else None
     return image_statistics(files, lambda path: fid_input(read_8bit_image(path)), network, settings,
                             tally, key_items)
+
+
+def _shared_folder_statistics(folder: Path, files: list[Path], network: FIDInception,
+                              settings: Settings, tally: Tally | None,
+                              use_cache: bool) -> Statistics:
+    """``folder_statistics`` with the images shared over the processes (module docstring)."""
+    world, mine = settings.world, settings.share(files)
+    key = None
+    if use_cache:
+        digests = gather([hashlib.sha256(folder_item(folder, f)).digest() for f in mine], world)
+        key = _key_of_digests(network, in_order(digests, settings.batch_size))
+        cached = from_main(_from_cache(key) if world.is_main else None, world)
+        if cached is not None:
+            if tally:
+                tally.advance(len(mine))
+            return cached
+    batches = preprocessed_batches(mine, lambda path: fid_input(read_8bit_image(path)), settings)
+    features = torch.from_numpy(network_outputs(network, batches, settings, tally) if mine
+                                else np.zeros((0, FEATURE_DIM)))  # more processes than batches
+    # On the group's device: NCCL adds CUDA tensors only.
+    total = summed(features.sum(dim=0).to(settings.device), world).cpu()
+    outer = summed((features.T @ features).to(settings.device), world).cpu()
+    stats = statistics_from_sums(len(files), total.numpy(), outer.numpy())
+    if key is not None and world.is_main:
+        save_statistics(stats, _cache_path(key))
+    return stats
 
 
 def is_statistics_file(source: Path) -> bool:
@@ -316,7 +375,8 @@ def compute_fid(real: Path, fake: Path, settings: Settings = Settings(),
 
     The statistics of a ``real`` folder come from (and go to) the cache."""
     network = _network_loader(settings, weights, download_progress)
-    tally = Tally(count_images(real) + count_images(fake), progress)
+    tally = Tally(sum(len(settings.share(range(count_images(source)))) for source in (real, fake)),
+                  progress)
     real_stats = statistics_of(real, network, settings, tally, use_cache=True)
     fake_stats = statistics_of(fake, network, settings, tally)
     return FidResult(frechet_distance(real_stats, fake_stats), real_stats.n, fake_stats.n)
@@ -329,7 +389,8 @@ def compute_statistics(folder: Path, out: Path, settings: Settings = Settings(),
     if not folder.is_dir():
         raise P2PError(f"{folder}: not a folder of images")
     network = fid_inception(weights, download_progress).to(settings.device)
-    stats = folder_statistics(folder, network, settings, Tally(count_images(folder), progress),
-                              use_cache=True)
-    save_statistics(stats, out)
+    tally = Tally(len(settings.share(range(count_images(folder)))), progress)
+    stats = folder_statistics(folder, network, settings, tally, use_cache=True)
+    if settings.world.is_main:  # one process writes
+        save_statistics(stats, out)
     return stats
