@@ -7,15 +7,22 @@ of blocks, ``down`` (encoder) and ``up`` (decoder), instead of the official recu
 of ``down[i]``'s output (the skip) and ``up[i + 1]``'s output. The ResNet generator (the official
 ``resnet_6blocks`` / ``resnet_9blocks``) is ``stem``, two ``down`` blocks, residual ``blocks`` and
 two ``up`` blocks, then ``head``. ``build_generator`` builds either from a ``GeneratorConfig``.
+
+Both generators double the resolution with the published transposed convolutions, or, with
+``upsample: resize``, with nearest-neighbour x2 followed by a 3x3 convolution (Odena et al.,
+Distill 2016: every output pixel then gets the same number of kernel taps, so no checkerboard).
+The discriminator is one PatchGAN, or ``DiscriminatorConfig.scales`` of them on the input
+average-pooled 0, 1, 2, ... times (``MultiscaleDiscriminator``, as pix2pixHD, Wang et al. 2018).
 """
 
 import contextlib
 import functools
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from p2p.errors import P2PError, shown
@@ -25,6 +32,7 @@ NORMS = ("batch", "instance", "none")
 # batch-norm statistics), "eval" as usual (running statistics, no dropout).
 TEST_MODES = ("paper", "eval")
 ARCHITECTURES = ("unet", "resnet")
+UPSAMPLINGS = ("transpose", "resize")  # how the generators' decoders double the resolution
 # The generators p2p builds, from a recipe, a checkpoint, a model folder or a published file.
 # U-Nets of 5 (unet_32) to 9 (unet_512) levels. The published networks use ngf = 64; at 1024 a
 # unet_256 alone has ~14 billion parameters (~220 GB for its fp32 weights, gradients and Adam
@@ -51,6 +59,18 @@ def _block(**layers: nn.Module) -> nn.Sequential:
     return nn.Sequential(OrderedDict(layers))
 
 
+def _doubling(upsample: str, in_channels: int, out_channels: int, bias: bool,
+              **transposed: int) -> dict[str, nn.Module]:
+    """The layers of a decoder block that double the resolution: the published transposed
+    convolution (stride 2; ``transposed``: its kernel and paddings), or for ``resize``,
+    nearest-neighbour x2 and a 3x3 convolution that keeps the size."""
+    if upsample == "resize":
+        return {"upsample": nn.Upsample(scale_factor=2, mode="nearest"),
+                "conv": nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=bias)}
+    return {"conv": nn.ConvTranspose2d(in_channels, out_channels, stride=2, bias=bias,
+                                       **transposed)}
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     in_channels: int = 3
@@ -61,6 +81,7 @@ class GeneratorConfig:
     dropout: bool = True
     architecture: str = "unet"  # or "resnet"; checkpoints saved before ResNets hold no key: unet
     blocks: int = 9  # resnet: residual blocks (6 = resnet_6blocks, 9 = resnet_9blocks)
+    upsample: str = "transpose"  # or "resize"; files without the key: transpose
 
     @classmethod
     def from_dict(cls, values: dict) -> "GeneratorConfig":
@@ -71,6 +92,15 @@ class GeneratorConfig:
                            f"{shown(values)}")
         return cls(**values).checked()
 
+    def to_dict(self) -> dict:
+        """The config as checkpoints and model folders record it. ``upsample`` is left out when
+        it is the published transposed convolution, so that the files of published-layout
+        generators stay as they were, readable by earlier p2p versions."""
+        values = asdict(self)
+        if self.upsample == "transpose":
+            del values["upsample"]
+        return values
+
     def checked(self) -> "GeneratorConfig":
         """This config, if every field has its type and lies within the bounds above; else a
         P2PError. Configs read from files are checked before anything is built from them."""
@@ -79,7 +109,8 @@ class GeneratorConfig:
             if type(value) is not type(f.default):  # bool is no int here, nor 8.0 an int
                 raise P2PError(f"generator_config.{f.name} must be "
                                f"{_KINDS[type(f.default)]}, got {shown(value)}")
-        choices = {"norm": (self.norm, NORMS), "architecture": (self.architecture, ARCHITECTURES)}
+        choices = {"norm": (self.norm, NORMS), "architecture": (self.architecture, ARCHITECTURES),
+                   "upsample": (self.upsample, UPSAMPLINGS)}
         for name, (value, allowed) in choices.items():
             if value not in allowed:
                 raise P2PError(f"generator_config.{name} must be one of {', '.join(allowed)}, "
@@ -120,13 +151,15 @@ class UnetGenerator(nn.Module):
                 layers["norm"] = norm_layer(norm, widths[i])
             down.append(_block(**layers))
 
+        kernel = {"kernel_size": 4, "padding": 1}  # the transposed convolutions'
         up = [_block(act=nn.ReLU(True),
-                     conv=nn.ConvTranspose2d(widths[0] * 2, config.out_channels, 4, 2, 1),
+                     **_doubling(config.upsample, widths[0] * 2, config.out_channels, True,
+                                 **kernel),
                      tanh=nn.Tanh())]
         for i in range(1, n):
             in_channels = widths[i] if i == n - 1 else widths[i] * 2  # innermost: no skip yet
             layers = {"act": nn.ReLU(True),
-                      "conv": nn.ConvTranspose2d(in_channels, widths[i - 1], 4, 2, 1, bias=bias),
+                      **_doubling(config.upsample, in_channels, widths[i - 1], bias, **kernel),
                       "norm": norm_layer(norm, widths[i - 1])}
             # Dropout in the 512-channel levels next to the innermost one (3 of them in unet_256).
             if config.dropout and 4 <= i < n - 1:
@@ -188,8 +221,8 @@ class ResnetGenerator(nn.Module):
         self.blocks = nn.ModuleList(ResnetBlock(ngf * 4, norm, config.dropout, bias)
                                     for _ in range(config.blocks))
         self.up = nn.ModuleList(
-            _block(conv=nn.ConvTranspose2d(ngf * m, ngf * m // 2, 3, 2, 1, output_padding=1,
-                                           bias=bias),
+            _block(**_doubling(config.upsample, ngf * m, ngf * m // 2, bias, kernel_size=3,
+                               padding=1, output_padding=1),
                    norm=norm_layer(norm, ngf * m // 2), act=nn.ReLU(True)) for m in (4, 2))
         self.head = _block(pad=nn.ReflectionPad2d(3),
                            conv=nn.Conv2d(ngf, config.out_channels, 7), tanh=nn.Tanh())
@@ -230,6 +263,7 @@ class DiscriminatorConfig:
     ndf: int = 64
     n_layers: int = 3  # 3 = the 70x70 PatchGAN; 0 = the 1x1 "pixel" GAN
     norm: str = "batch"
+    scales: int = 1  # PatchGANs judging the pair at 1, 1/2, 1/4, ... of its size
 
 
 class PatchDiscriminator(nn.Module):
@@ -256,8 +290,46 @@ class PatchDiscriminator(nn.Module):
             layers.append(nn.Conv2d(width, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, features: bool = False) -> torch.Tensor | list:
+        """The logits; with ``features``, the list of the hidden features (the output of each
+        LeakyReLU: n_layers + 1 of them in a PatchGAN) followed by the logits."""
+        if not features:
+            return self.model(x)
+        outputs = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                outputs.append(x)
+        return [*outputs, x]
+
+
+def downsample(x: torch.Tensor) -> torch.Tensor:
+    """Halve a batch for the next discriminator scale: 3x3 average pooling, stride 2, padding 1,
+    the padding left out of each average (so borders are not darkened)."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """``config.scales`` PatchGANs of the same config; the k-th judges the pair downsampled k
+    times. Returns a list with one PatchGAN output (logits, or features and logits) per scale."""
+
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.config = config
+        self.scales = nn.ModuleList(PatchDiscriminator(config) for _ in range(config.scales))
+
+    def forward(self, x: torch.Tensor, features: bool = False) -> list:
+        outputs = []
+        for k, discriminator in enumerate(self.scales):
+            if k:
+                x = downsample(x)
+            outputs.append(discriminator(x, features))
+        return outputs
+
+
+def build_discriminator(config: DiscriminatorConfig) -> nn.Module:
+    """One PatchGAN (the published layout and keys), or a ``MultiscaleDiscriminator``."""
+    return PatchDiscriminator(config) if config.scales == 1 else MultiscaleDiscriminator(config)
 
 
 def init_weights(model: nn.Module, std: float = 0.02) -> nn.Module:

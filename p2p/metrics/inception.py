@@ -156,9 +156,10 @@ def is_network() -> nn.Module:
 # ---- weights ---------------------------------------------------------------------------------
 
 def locate_weights(spec: WeightsFile, given: str | os.PathLike | None = None,
-                   progress: DownloadProgress | None = None) -> Path:
+                   progress: DownloadProgress | None = None,
+                   instead: str = "pass --weights PATH") -> Path:
     """``given`` (a file, or a folder holding ``spec.filename``), else the cached or downloaded
-    copy in ``$P2P_HOME/weights/``."""
+    copy in ``$P2P_HOME/weights/``. ``instead``: how else the user can name the file."""
     if given is not None:
         path = Path(given)
         if path.is_dir():
@@ -176,7 +177,7 @@ def locate_weights(spec: WeightsFile, given: str | os.PathLike | None = None,
         raise P2PError(
             f"{spec.what} are not in {dest.parent} and downloading them failed: {exc.message}",
             f"download {spec.url} (sha256 begins with {spec.sha256}) and save it as {dest}, "
-            "or pass --weights PATH") from None
+            f"or {instead}") from None
 
 
 def load_weights(network: nn.Module, path: Path, spec: WeightsFile) -> nn.Module:

@@ -12,7 +12,8 @@ value per image (N,); a set of images is summarised by the mean of those values.
   gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` (tests compare the two).
 
 Computed in float64 with one grouped, separable convolution, on whatever device the tensors are:
-``p2p eval pairs`` and validation during training use the same functions.
+``p2p eval pairs`` and validation during training use the same functions. LPIPS (perceptual.py)
+joins them when asked (``--lpips``, ``train.val_lpips``).
 """
 
 import os
@@ -130,6 +131,7 @@ class FolderScores:
     n: int  # matched pairs scored
     only_real: list[str]  # names (relative path without extension) without a partner
     only_fake: list[str]
+    lpips: float | None = None  # scored only when asked
 
 
 def _pixels(path: Path) -> torch.Tensor:
@@ -137,9 +139,11 @@ def _pixels(path: Path) -> torch.Tensor:
     return torch.from_numpy(read_raster(path).pixels).permute(2, 0, 1)
 
 
-def score_pair(real: Path, fake: Path) -> dict[str, torch.Tensor]:
+def score_pair(real: Path, fake: Path,
+               lpips_network: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """The metrics of one pair of files, at the real image's data range (from its decoded type:
-    255 for 8-bit files, 65535 for 16-bit ones)."""
+    255 for 8-bit files, 65535 for 16-bit ones); with ``lpips_network``
+    (``perceptual.lpips_network``), LPIPS too."""
     x, y = _pixels(real), _pixels(fake)
     if x.dtype != y.dtype:
         raise P2PError(f"{fake}: {y.dtype} values, but {real} has {x.dtype}",
@@ -148,13 +152,25 @@ def score_pair(real: Path, fake: Path) -> dict[str, torch.Tensor]:
         raise P2PError(f"{fake}: {y.shape[2]}x{y.shape[1]} pixels, {y.shape[0]} channel(s), but "
                        f"{real} is {x.shape[2]}x{x.shape[1]}, {x.shape[0]}",
                        "translate at the real images' size (p2p translate keeps the input size)")
-    return all_metrics(x[None], y[None], data_range_of(x.dtype))
+    data_range = data_range_of(x.dtype)
+    scores = all_metrics(x[None], y[None], data_range)
+    if lpips_network is not None:
+        from p2p.metrics import perceptual  # torchvision's networks: only when LPIPS is asked
+
+        try:
+            scores["lpips"] = perceptual.distance(lpips_network, x[None], y[None],
+                                                  (0, data_range))
+        except P2PError as exc:
+            raise P2PError(f"{fake}: {exc.message}", exc.hint) from None
+    return scores
 
 
 def score_folders(real: str | os.PathLike, fake: str | os.PathLike,
-                  progress: Callable[[int, int], None] | None = None) -> FolderScores:
-    """L1, PSNR and SSIM of each fake image against the real image of the same name, averaged
-    over the matched pairs; unmatched names are returned, not scored."""
+                  progress: Callable[[int, int], None] | None = None,
+                  lpips_network: torch.nn.Module | None = None) -> FolderScores:
+    """L1, PSNR and SSIM (and LPIPS with ``lpips_network``) of each fake image against the real
+    image of the same name, averaged over the matched pairs; unmatched names are returned, not
+    scored."""
     real_files, fake_files = images_by_name(real), images_by_name(fake)
     names = sorted(real_files.keys() & fake_files.keys())
     if not names:
@@ -164,11 +180,11 @@ def score_folders(real: str | os.PathLike, fake: str | os.PathLike,
     # Decoding and the metrics release the GIL: a few threads keep both cores busy.
     with ThreadPoolExecutor(THREADS) as pool:
         for done, result in enumerate(pool.map(lambda name: score_pair(
-                real_files[name], fake_files[name]), names), start=1):
+                real_files[name], fake_files[name], lpips_network), names), start=1):
             scores.add(result)
             if progress:
                 progress(done, len(names))
     means = scores.means()
     return FolderScores(means["l1"], means["psnr"], means["ssim"], scores.n,
                         sorted(real_files.keys() - fake_files.keys()),
-                        sorted(fake_files.keys() - real_files.keys()))
+                        sorted(fake_files.keys() - real_files.keys()), means.get("lpips"))

@@ -38,8 +38,8 @@ def _resnet_blocks(recipe: Recipe) -> int:
 
 
 def generator_weights(recipe: Recipe) -> int:
-    """Convolution weights of the U-Net (4x4 kernels), encoder and decoder; or of the ResNet
-    (7x7 ends, 3x3 inside)."""
+    """Convolution weights of the U-Net (4x4 kernels; the decoder's are 3x3 with resize
+    upsampling), encoder and decoder; or of the ResNet (7x7 ends, 3x3 inside)."""
     if blocks := _resnet_blocks(recipe):
         f, d = recipe.model.ngf, recipe.data
         return (49 * f * (d.in_channels + d.out_channels) + 9 * 2 * (2 * f * f + 8 * f * f)
@@ -49,19 +49,20 @@ def generator_weights(recipe: Recipe) -> int:
     down = d.in_channels * w[0] + sum(w[i - 1] * w[i] for i in range(1, n))
     up = 2 * w[0] * d.out_channels + sum(
         (w[i] if i == n - 1 else 2 * w[i]) * w[i - 1] for i in range(1, n))
-    return 16 * (down + up)
+    return 16 * down + (9 if recipe.model.upsample == "resize" else 16) * up
 
 
 def discriminator_weights(recipe: Recipe) -> int:
-    """Convolution weights of the PatchGAN (1x1 kernels for the pixel GAN, else 4x4)."""
+    """Convolution weights of the PatchGAN (1x1 kernels for the pixel GAN, else 4x4), one per
+    scale (model.d_scales)."""
     m, channels = recipe.model, recipe.data.in_channels + recipe.data.out_channels
     if m.d_layers == 0:
-        return channels * m.ndf + m.ndf * 2 * m.ndf + 2 * m.ndf
+        return m.d_scales * (channels * m.ndf + m.ndf * 2 * m.ndf + 2 * m.ndf)
     weights, width = channels * m.ndf, m.ndf
     for n in range(1, m.d_layers + 1):
         next_width = m.ndf * min(2**n, 8)
         weights, width = weights + width * next_width, next_width
-    return 16 * (weights + width)
+    return m.d_scales * 16 * (weights + width)
 
 
 def feature_map_elements(recipe: Recipe) -> int:

@@ -29,13 +29,18 @@ TABLE_ROWS = 20  # rows of the table of logged values
 INLINE_PNG_MAX = 300_000  # bytes; larger sample PNGs are inlined as JPEG to keep the page light
 CURVES = [  # (log.jsonl key, panel title, smoothed)
     ("g_gan", "G GAN loss", True), ("g_l1", "G L1 loss", True),
+    ("g_feat", "G feature-matching loss", True), ("g_vgg", "G VGG loss", True),
     ("d_real", "D loss on real pairs", True), ("d_fake", "D loss on generated pairs", True),
     ("lr", "learning rate", False), ("it_per_s", "iterations / s", True),
 ]
+OPTIONAL_CURVES = {"g_feat", "g_vgg"}  # logged only by runs with train.lambda_feat / lambda_vgg
+COLUMNS = {"g_gan": "G GAN", "g_l1": "G L1", "g_feat": "G feat", "g_vgg": "G VGG",
+           "d_real": "D real", "d_fake": "D fake", "lr": "lr", "it_per_s": "it/s"}
 VAL_CURVES = [  # (log.jsonl key, panel title): validation, when the run has it
     ("val_l1", "validation L1 (lower is better)"),
     ("val_psnr", "validation PSNR, dB (higher is better)"),
     ("val_ssim", "validation SSIM (higher is better)"),
+    ("val_lpips", "validation LPIPS (lower is better)"),
     ("val_fid", "validation FID (lower is better)"),
 ]
 SAMPLE_NAME = re.compile(r"iter_(\d+)\.png")
@@ -95,10 +100,14 @@ def loss_curves_svg(records: list[dict]) -> bytes | None:
         return None
     import numpy as np
 
+    curves = logged_curves(records)
     with matplotlib.rc_context(SVG_STYLE):
-        figure = Figure(figsize=(10, 7.5), layout="constrained")
-        panels = figure.subplots(3, 2, sharex=True).flat
-        for ax, (key, title, smoothed) in zip(panels, CURVES, strict=True):
+        rows = (len(curves) + 1) // 2
+        figure = Figure(figsize=(10, 2.5 * rows), layout="constrained")
+        panels = list(figure.subplots(rows, 2, sharex=True).flat)
+        for ax in panels[len(curves):]:  # an odd number of curves leaves one panel empty
+            ax.set_visible(False)
+        for ax, (key, title, smoothed) in zip(panels, curves, strict=False):
             points = [(r["iteration"], r[key]) for r in records
                       if isinstance(r.get(key), (int, float))]
             ax.set_title(title)
@@ -112,11 +121,17 @@ def loss_curves_svg(records: list[dict]) -> bytes | None:
             if window > 1:  # a trailing moving average over the noisy per-batch losses
                 ax.plot(x[window - 1:], np.convolve(y, np.ones(window) / window, "valid"),
                         color="tab:blue", lw=1.5)
-        for ax in figure.axes[-2:]:
+        for ax in panels[len(curves) - 2:len(curves)]:  # the bottom panel of each column
             ax.set_xlabel("iteration")
         buffer = io.BytesIO()
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return buffer.getvalue()
+
+
+def logged_curves(records: list[dict]) -> list[tuple[str, str, bool]]:
+    """``CURVES``, less the optional losses that ``records`` never logged."""
+    return [curve for curve in CURVES
+            if curve[0] not in OPTIONAL_CURVES or any(curve[0] in r for r in records)]
 
 
 def validation_curves_svg(records: list[dict], best_iteration: int | None) -> bytes | None:
@@ -193,10 +208,13 @@ def _flatten(value, prefix: str = "") -> list[tuple[str, object]]:
     return [(prefix, value)]
 
 
-def _metrics_section(run_dir: Path, unreadable: list[str]) -> str:
+def _metrics_section(run_dir: Path, unreadable: list[str], validated: bool) -> str:
     path = run_dir / METRICS_FILE
     if not path.is_file():
-        return "<p class=note>No metrics yet: <code>p2p eval run</code> stores them here.</p>"
+        below = (" The validation scores are under <i>Validation and checkpoints</i> below."
+                 if validated else "")
+        return ("<p class=note>No FID and IS of the published protocol yet: <code>p2p eval run "
+                f"--recipe RECIPE --checkpoint RUN_DIR</code> stores them here.{below}</p>")
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -230,10 +248,10 @@ def _log_table(records: list[dict]) -> str:
     records = [r for r in records if "g_l1" in r]
     if not records:
         return "<p class=note>Nothing logged yet.</p>"
-    keys = [key for key, _, _ in CURVES]
+    keys = [key for key, _, _ in logged_curves(records)]
     rows = [[_number(r["iteration"]), *(_number(r.get(k)) for k in keys), _when(r.get("time"))]
             for r in (records[i] for i in spread(len(records), TABLE_ROWS))]
-    return _table(["iteration", "G GAN", "G L1", "D real", "D fake", "lr", "it/s", "time"], rows)
+    return _table(["iteration", *(COLUMNS[k] for k in keys), "time"], rows)
 
 
 def _sample_figures(run_dir: Path, max_samples: int,
@@ -343,7 +361,8 @@ def build_report(run_dir: Path, max_samples: int = MAX_SAMPLES) -> tuple[str, Re
              f"<p class=status>{status}</p>",
              f"<p class=note>{html.escape(str(run_dir.resolve()))} · "
              f"{html.escape(recipe.data.path)} · {recipe.data.direction}</p>",
-             "<h2>Metrics</h2>", _metrics_section(run_dir, unreadable),
+             "<h2>FID and IS (p2p eval run)</h2>",
+             _metrics_section(run_dir, unreadable, any("val_l1" in r for r in records)),
              "<h2>Hardware and throughput</h2>", _throughput_section(records, recipe, total)]
     if samples:
         iteration, uri = samples[-1]

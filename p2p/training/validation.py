@@ -10,8 +10,10 @@ mode (``paper``: dropout on and each image normalized by its own statistics, as 
 default; ``eval``: running statistics, no dropout), written back to the target side's depth as
 translate writes it (8 bits truncated), and compared with the target: L1, PSNR and SSIM from
 p2p.metrics.similarity (the functions of ``p2p eval pairs``; the data range is the depth's, or
-data.range's), and FID on the float outputs when asked (as ``p2p eval``; the real statistics go
-through its cache; 8-bit images with 1 or 3 channels only, as eval).
+data.range's), LPIPS when asked (p2p.metrics.perceptual, as ``p2p eval pairs --lpips``, on the
+same written images, scaled from the depth's or data.range's range), and FID on the float
+outputs when asked (as ``p2p eval``; the real statistics go through its cache; 8-bit images with
+1 or 3 channels only, as eval).
 
 Validation leaves no trace on training: dropout draws from a fixed seed inside a forked RNG, paper
 mode neither reads nor updates the running statistics, and the generator's train/eval state is
@@ -35,7 +37,7 @@ from p2p.inference.translate import Model
 from p2p.metrics import similarity
 from p2p.recipe import Recipe
 
-LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "fid": True}
+LOWER_IS_BETTER = {"l1": True, "psnr": False, "ssim": False, "lpips": True, "fid": True}
 
 
 def better(metric: str, value: float, than: float | None) -> bool:
@@ -53,6 +55,7 @@ class Validator:
     seed: int  # the dropout noise, the same at every validation
     device: torch.device
     fid_network: nn.Module | None = None
+    lpips_network: nn.Module | None = None  # perceptual.lpips_network, when LPIPS is on
     real_statistics: object = None  # frechet.Statistics of the targets, when FID is on
 
 
@@ -71,8 +74,9 @@ def validation_split(root: Path, chosen: str) -> str:
 
 def prepare(recipe: Recipe, root: Path, device: torch.device,
             download_progress: Callable[[int, int | None], None] | None = None) -> Validator:
-    """Read the validation split and, for FID, load the FID Inception (failing now, before
-    training, when its weights cannot be found or downloaded) and the real statistics."""
+    """Read the validation split; for LPIPS, load its network; for FID, load the FID Inception
+    (each failing now, before training, when its weights cannot be found or downloaded) and the
+    real statistics."""
     d, t = recipe.data, recipe.train
     split = validation_split(Path(root), t.val_split)
     preprocess = d.preprocessing().at_test_time()  # what translate would feed the model
@@ -87,6 +91,15 @@ def prepare(recipe: Recipe, root: Path, device: torch.device,
         raise P2PError("train.val_fid: FID reads 8-bit images with 1 or 3 channels, and this "
                        "dataset's targets are not", "set train.val_fid: false")
     validator = Validator(dataset, split, t.val_mode == "paper", t.seed, device)
+    if t.val_lpips:
+        from p2p.metrics import perceptual
+
+        side = min(min(dataset[i][1].shape[-2:]) for i in range(len(dataset)))
+        if side < perceptual.MIN_SIDE:
+            raise P2PError(f"{root}/{split}: LPIPS needs images of at least "
+                           f"{perceptual.MIN_SIDE} pixels a side, and a validation image has "
+                           f"{side}", "set train.val_lpips: false")
+        validator.lpips_network = perceptual.lpips_network(None, download_progress).to(device)
     if t.val_fid:
         from p2p.metrics import frechet
         from p2p.metrics.features import Settings, rgb
@@ -108,12 +121,15 @@ def _target_key_items(dataset: PairedImages) -> Iterator[bytes]:
 
 
 def validate(validator: Validator, model: Model) -> dict[str, float]:
-    """The mean L1, PSNR and SSIM over the validation pairs (and FID when on; NaN when FID is
-    undefined for these images), with a fixed dropout seed; training's RNG is untouched."""
+    """The mean L1, PSNR and SSIM over the validation pairs (and LPIPS and FID when on; NaN
+    when FID is undefined for these images), with a fixed dropout seed; training's RNG is
+    untouched."""
     scores, features = similarity.PairScores(), []
     device, dataset = validator.device, validator.dataset
     if validator.fid_network is not None:  # the FID machinery is imported only when FID is on
         from p2p.metrics.features import rgb
+    if validator.lpips_network is not None:
+        from p2p.metrics import perceptual
     dtype = str(dataset.dtypes[1]).removeprefix("torch.")
     low, high = dataset.ranges[1]
     depth_low, depth_high = DEPTH_RANGES.get(dtype, (low, high))  # float data: data.range's
@@ -127,7 +143,11 @@ def validate(validator: Validator, model: Model) -> dict[str, float]:
             output = model.run(x[None], validator.paper_mode)[..., :height, :width]
             # At the target's depth as translate writes it: the numbers of eval pairs on its files.
             written = torch.from_numpy(denormalize(output[0], dtype, (low, high))).permute(2, 0, 1)
-            scores.add(similarity.all_metrics(written[None], target[None], data_range))
+            pair = similarity.all_metrics(written[None], target[None], data_range)
+            if validator.lpips_network is not None:
+                pair["lpips"] = perceptual.distance(validator.lpips_network, written[None],
+                                                    target[None], (depth_low, depth_high))
+            scores.add(pair)
             if validator.fid_network is not None:
                 with torch.inference_mode():  # FID reads the float outputs, as p2p eval
                     features.append(validator.fid_network(rgb(output)).double().cpu().numpy())

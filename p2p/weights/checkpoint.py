@@ -4,7 +4,9 @@ Every checkpoint holds the generator and what is needed to use it (``generator_c
 ``direction``, ``image_size``: an int for a square, else [height, width]). Checkpoints written
 since preprocessing modes and N-channel data add ``preprocess`` (mode, load and crop sizes) and
 ``normalization`` (per side: the files' dtype and the value range mapped to [-1, 1]); older
-ones read as ``resize_and_crop`` at ``image_size`` on 8-bit files. A training checkpoint adds
+ones read as ``resize_and_crop`` at ``image_size`` on 8-bit files. A generator whose decoder
+resizes records ``upsample: resize`` in its ``generator_config``; without the key it has the
+published transposed convolutions (``GeneratorConfig.to_dict``). A training checkpoint adds
 the discriminator, both optimizers and schedulers, the iteration, the RNG states and the resolved
 recipe. Zoo entries are generator-only checkpoints. Loading always uses ``weights_only=True``:
 a checkpoint is data.
@@ -15,7 +17,6 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def generator_state(generator: nn.Module, direction: str, image_size: int | tupl
     ``{"dtype": ..., "range": [min, max], "explicit": bool}`` (explicit: set by data.range, not
     by the files' depth)."""
     height, width = as_size(image_size)
-    state = {"generator_config": asdict(generator.config), "direction": direction,
+    state = {"generator_config": generator.config.to_dict(), "direction": direction,
              "image_size": height if height == width else [height, width],
              "generator": generator.state_dict()}
     if preprocess is not None:
@@ -314,5 +315,5 @@ def load_generator_weights(generator: torch.nn.Module, tensors: Any, origin: str
     if problem:
         raise P2PError(f"{origin}: not the same generator: {problem}",
                        "the recipe's model must match the checkpoint's generator: num_downs, ngf, "
-                       "norm, in_channels and out_channels")
+                       "norm, upsample, in_channels and out_channels")
     generator.load_state_dict(tensors, strict=True)
