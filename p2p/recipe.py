@@ -27,6 +27,7 @@ from p2p.models import (
     NORMS,
     TEST_MODES,
     UNET_DEPTHS,
+    UPSAMPLINGS,
     DiscriminatorConfig,
     GeneratorConfig,
     input_multiple,
@@ -35,6 +36,8 @@ from p2p.models import (
 RESNET_BLOCKS = {"resnet_6blocks": 6, "resnet_9blocks": 9}  # model.generator -> residual blocks
 
 ValueRange = list[float]  # [min, max]: the values that map to -1 and 1
+
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # train.loggers: p2p/training/loggers.py opens them
 
 
 @dataclass
@@ -78,6 +81,9 @@ class ModelConfig:
     ndf: int = 64
     d_layers: int = 3  # 3 = the 70x70 PatchGAN, 1 = 16x16, 0 = pixel GAN
     d_norm: Literal[NORMS] = "batch"
+    # PatchGANs (each of d_layers, ndf, d_norm), the k-th judging the pair downsampled k times
+    # (pix2pixHD's multi-scale discriminator); the GAN loss is their average. 1 = pix2pix.
+    d_scales: int = 1
     # Fine-tuning: start the generator from these weights (a zoo name, a p2p checkpoint, a run
     # directory, optionally RUN_DIR@best / @latest / @ITERATION, a model folder or
     # hf:OWNER/NAME[@REVISION]) instead of the random init; the discriminator and optimizers
@@ -85,6 +91,9 @@ class ModelConfig:
     init_from: str = ""
     # unet: num_downs levels; resnet_Nblocks: the official ResNet (num_downs is not used)
     generator: Literal["unet", "resnet_6blocks", "resnet_9blocks"] = "unet"
+    # How the decoder doubles the resolution: transpose (the published transposed convolutions)
+    # or resize (nearest-neighbour x2, then a 3x3 convolution: no checkerboard artifacts).
+    upsample: Literal[UPSAMPLINGS] = "transpose"
 
 
 @dataclass
@@ -97,6 +106,13 @@ class TrainConfig:
     decay_iters: int = 0  # linear: lr falls to 0 over the last decay_iters iterations
     gan_loss: Literal[GAN_LOSSES] = "vanilla"
     lambda_l1: float = 100.0
+    # pix2pixHD's extra generator losses (0 = off, as pix2pix; pix2pixHD uses 10 for both):
+    # L1 between the discriminator's hidden features on real and generated pairs, and L1 between
+    # VGG19 features of output and target (needs 1- or 3-channel outputs and the VGG19 weights:
+    # vgg_weights, null = $P2P_HOME/weights/vgg19-dcbb9e9d.pth, downloaded when missing).
+    lambda_feat: float = 0.0
+    lambda_vgg: float = 0.0
+    vgg_weights: str | None = None
     seed: int = 0
     log_every: int = 100
     sample_every: int = 1000
@@ -111,14 +127,26 @@ class TrainConfig:
     fused_adam: bool = True
     compile: bool = False  # torch.compile the generator and discriminator
     tensorboard: bool = False  # also log to RUN_DIR/tensorboard (needs the tensorboard extra)
+    # Where else the run logs (p2p/training/loggers.py), each needing its extra: tensorboard
+    # (as train.tensorboard: true), mlflow (MLFLOW_TRACKING_URI, else a store in RUN_DIR/mlflow),
+    # wandb (WANDB_PROJECT, WANDB_MODE...).
+    loggers: list[Literal[LOGGERS]] = field(default_factory=list)
+    experiment: str | None = None  # MLflow's experiment, W&B's project; null = the recipe's name
+    log_checkpoints: bool = False  # also upload every checkpoint to MLflow and W&B
     # Validation on held-out pairs, and the checkpoints kept.
     val_every: int = 0  # score the generator on the validation split every N iterations; 0 = off
     val_split: str = ""  # "" = the dataset's val/ split, else its test/ split
     val_images: int = 0  # score at most this many pairs (the first by name); 0 = all of them
     val_mode: Literal[TEST_MODES] = "paper"  # the test-time mode, as p2p translate's
     val_fid: bool = False  # also FID (needs the FID Inception weights, as p2p eval)
-    best_metric: Literal["l1", "psnr", "ssim", "fid"] = "l1"  # picks checkpoints/best.pt
+    val_lpips: bool = False  # also LPIPS (needs the lpips extra and the AlexNet weights)
+    best_metric: Literal["l1", "psnr", "ssim", "lpips", "fid"] = "l1"  # picks checkpoints/best.pt
     keep_checkpoints: int = 3  # newest checkpoints/iter_NNNNNNNN.pt kept; 0 = latest.pt only
+
+    def logger_names(self) -> list[str]:
+        """``loggers``, each once, with tensorboard when ``tensorboard`` (its older spelling) is
+        true."""
+        return list(dict.fromkeys([*self.loggers, *(["tensorboard"] if self.tensorboard else [])]))
 
 
 @dataclass
@@ -137,12 +165,12 @@ class Recipe:
         blocks = RESNET_BLOCKS.get(m.generator)
         return GeneratorConfig(self.data.in_channels, self.data.out_channels, m.num_downs, m.ngf,
                                m.norm, m.dropout, architecture="resnet" if blocks else "unet",
-                               blocks=blocks or GeneratorConfig.blocks)
+                               blocks=blocks or GeneratorConfig.blocks, upsample=m.upsample)
 
     def discriminator_config(self) -> DiscriminatorConfig:
         m = self.model
         return DiscriminatorConfig(self.data.in_channels + self.data.out_channels, m.ndf,
-                                   m.d_layers, m.d_norm)
+                                   m.d_layers, m.d_norm, m.d_scales)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,6 +259,7 @@ def _build(cls: type, values: Any, where: str) -> Any:
 # else; below those, whether a width fits the machine at hand is for the memory check
 # before training (p2p.training.footprint).
 MAX_TRAIN_SEED = 2**32 - 1  # seed * 1_000_003 + iteration must stay a 64-bit torch seed
+MAX_D_SCALES = 4  # pix2pixHD uses 2 or 3; the crop size bounds it further
 
 
 def _validate_data(d: DataConfig, stride: int) -> None:
@@ -253,8 +282,7 @@ def _validate_data(d: DataConfig, stride: int) -> None:
     if d.preprocessing().crops and (crop[0] % stride or crop[1] % stride):
         raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is not a multiple of "
                        f"{stride}, the generator's stride (2^model.num_downs for the U-Net, 4 "
-                       "for a ResNet)", "use crop_size 256 with num_downs 8, or 128 with 7"
-                       if stride > 4 else "use a multiple of 4, e.g. 256")
+                       "for a ResNet)", _nearest_crop_sizes(crop, stride))
     ranges = d.range.items() if isinstance(d.range, dict) else [(None, d.range)]
     for side, value_range in ranges:
         where = f"data.range.{side}" if side is not None else "data.range"
@@ -299,13 +327,21 @@ def _validate(recipe: Recipe) -> Recipe:
                        "0 reads every batch from disk")
     if not 0 <= m.d_layers <= 5:
         raise P2PError(f"recipe: model.d_layers must be between 0 and 5, got {shown(m.d_layers)}")
-    # The PatchGAN's output side, if d_layers > 0.
-    patch_side = min(as_size(d.crop_size)) // 2**m.d_layers - 2
+    if not 1 <= m.d_scales <= MAX_D_SCALES:
+        raise P2PError(f"recipe: model.d_scales must be between 1 and {MAX_D_SCALES}, got "
+                       f"{shown(m.d_scales)}", "pix2pix uses 1, pix2pixHD 2 or 3")
+    # The PatchGAN's output side at the coarsest scale, if d_layers > 0.
+    coarsest = min(as_size(d.crop_size))
+    for _ in range(m.d_scales - 1):
+        coarsest = -(-coarsest // 2)  # each scale: 3x3 pooling, stride 2, padding 1
+    patch_side = coarsest // 2**m.d_layers - 2
     if m.d_layers and patch_side < 1:
+        scales = f" at model.d_scales {m.d_scales}" if m.d_scales > 1 else ""
         raise P2PError(f"recipe: data.crop_size {shown(d.crop_size)} is too small for "
                        f"model.d_layers "
-                       f"{m.d_layers} (no patch left to judge)",
-                       f"use crop_size >= {3 * 2**m.d_layers} or fewer d_layers")
+                       f"{m.d_layers}{scales} (no patch left to judge)",
+                       f"use crop_size >= {3 * 2**(m.d_layers + m.d_scales - 1)} or fewer "
+                       f"d_layers{' or d_scales' if scales else ''}")
     if not 0 <= t.decay_iters <= t.iters:
         raise P2PError(f"recipe: train.decay_iters must be between 0 and train.iters ({t.iters})")
     if not (math.isfinite(t.lr) and t.lr > 0):
@@ -318,6 +354,17 @@ def _validate(recipe: Recipe) -> Recipe:
     if not (math.isfinite(t.lambda_l1) and t.lambda_l1 >= 0):
         raise P2PError(f"recipe: train.lambda_l1 must be a finite number >= 0, got "
                        f"{t.lambda_l1}", "the published runs use 100")
+    for key, weight in (("train.lambda_feat", t.lambda_feat), ("train.lambda_vgg", t.lambda_vgg)):
+        if not (math.isfinite(weight) and weight >= 0):
+            raise P2PError(f"recipe: {key} must be a finite number >= 0, got {weight}",
+                           "0 turns it off; pix2pixHD uses 10")
+    if t.lambda_vgg and d.out_channels not in (1, 3):
+        raise P2PError(f"recipe: train.lambda_vgg needs 1- or 3-channel outputs (VGG19 reads "
+                       f"RGB), but data.out_channels is {d.out_channels}",
+                       "set train.lambda_vgg: 0")
+    if t.vgg_weights is not None and ("\0" in t.vgg_weights or not t.vgg_weights):
+        raise P2PError(f"recipe: train.vgg_weights {shown(t.vgg_weights)} is not a path",
+                       "null finds or downloads them in $P2P_HOME/weights")
     if not -MAX_TRAIN_SEED <= t.seed <= MAX_TRAIN_SEED:
         raise P2PError(f"recipe: train.seed must be between -{MAX_TRAIN_SEED} and "
                        f"{MAX_TRAIN_SEED}, got {shown(t.seed)}")
@@ -328,14 +375,23 @@ def _validate(recipe: Recipe) -> Recipe:
     if recipe.name in ("", ".", "..") or "/" in recipe.name or "\\" in recipe.name:
         raise P2PError(f"recipe: name {shown(recipe.name)} is not a plain folder name",
                        "it names the run directory runs/NAME, e.g. name: facades")
+    if t.experiment is not None and (not t.experiment.strip() or "\0" in t.experiment
+                                     or len(t.experiment) > 4096):
+        raise P2PError(f"recipe: train.experiment {shown(t.experiment)} is not a name",
+                       "null uses the recipe's name")
     for key, value in {"train.val_every": t.val_every, "train.val_images": t.val_images,
                        "train.keep_checkpoints": t.keep_checkpoints}.items():
         if not 0 <= value <= MAX_COUNT:
             raise P2PError(f"recipe: {key} must be between 0 and {MAX_COUNT}, got "
                            f"{shown(value)}")
-    if t.val_every and t.best_metric == "fid" and not t.val_fid:
-        raise P2PError("recipe: train.best_metric fid needs train.val_fid: true",
-                       "set train.val_fid: true, or pick l1, psnr or ssim")
+    scored = {"fid": t.val_fid, "lpips": t.val_lpips}  # the metrics validation only adds on ask
+    if t.val_every and not scored.get(t.best_metric, True):
+        raise P2PError(f"recipe: train.best_metric {t.best_metric} needs train.val_"
+                       f"{t.best_metric}: true",
+                       f"set train.val_{t.best_metric}: true, or pick l1, psnr or ssim")
+    if t.val_every and t.val_lpips and d.out_channels not in (1, 3):
+        raise P2PError(f"recipe: train.val_lpips compares RGB or gray images, but "
+                       f"data.out_channels is {d.out_channels}", "set train.val_lpips: false")
     if t.val_every and t.val_fid and t.val_images == 1:
         raise P2PError("recipe: train.val_fid needs at least 2 validation images",
                        "raise train.val_images, or 0 for all")
@@ -395,8 +451,11 @@ def parse_yaml(text: str) -> Any:
 
 
 def apply_override(values: dict, assignment: str) -> None:
-    """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe dict."""
+    """Apply ``section.key=value`` (value parsed as YAML) to a raw recipe dict;
+    ``section.key+=value`` adds value to a list unless it is there already (``--log-to``)."""
     key, sep, raw = assignment.partition("=")
+    adding = key.strip().endswith("+")
+    key = key.strip().removesuffix("+")
     if not sep or not key.strip():
         raise P2PError(f"--set {shown(assignment)}: expected section.key=value, "
                        "e.g. train.iters=1000")
@@ -409,10 +468,17 @@ def apply_override(values: dict, assignment: str) -> None:
         if not isinstance(node, dict):
             raise P2PError(f"--set {shown(assignment)}: {shown(section)} is not a recipe section")
     try:
-        node[leaf] = parse_yaml(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except P2PError as exc:
         raise P2PError(f"--set {shown(assignment)}: {exc.message}",
                        exc.hint or "quote text, e.g. --set name='\"my run\"'") from None
+    if adding:
+        present = node.get(leaf) or []  # absent: the default, an empty list
+        if not isinstance(present, list):
+            raise P2PError(f"--set {shown(assignment)}: {shown(key)} is not a list",
+                           "set it with = instead")
+        value = present if value in present else [*present, value]
+    node[leaf] = value
 
 
 def recipe_from_dict(values: dict, overrides: list[str] = ()) -> Recipe:
@@ -420,6 +486,22 @@ def recipe_from_dict(values: dict, overrides: list[str] = ()) -> Recipe:
     for assignment in overrides:
         apply_override(values, assignment)
     return _validate(_build(Recipe, values, ""))
+
+
+def _nearest_crop_sizes(crop: tuple[int, int], stride: int) -> str:
+    """The valid crop sizes nearest ``crop`` (height, width): each side rounded down and up to a
+    multiple of ``stride``, the nearest first."""
+    def around(side: int) -> list[int]:
+        low = max(stride, side // stride * stride)
+        if low == side:
+            return [side]
+        return sorted({low, low + stride}, key=lambda valid: (abs(valid - side), valid))
+
+    heights, widths = around(crop[0]), around(crop[1])
+    sizes = [(h, w) for h in heights for w in widths]
+    sizes.sort(key=lambda size: abs(size[0] - crop[0]) + abs(size[1] - crop[1]))
+    text = [str(h) if h == w else f"[{h}, {w}]" for h, w in sizes]
+    return f"the nearest valid data.crop_size is {text[0]}; also {', '.join(text[1:])}"
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> Recipe:

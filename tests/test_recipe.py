@@ -47,6 +47,18 @@ def test_invalid_values_are_named(values, fragment):
         recipe_from_dict(values)
 
 
+@pytest.mark.parametrize("crop, hint", [
+    ([250, 380], "nearest valid data.crop_size is [256, 384]; also [224, 384], [256, 352]"),
+    ([256, 300], "nearest valid data.crop_size is [256, 288]; also [256, 320]"),
+    (250, "nearest valid data.crop_size is 256; also [256, 224], [224, 256], 224"),
+])
+def test_a_crop_size_off_the_stride_names_the_nearest_valid_sizes(crop, hint):
+    with pytest.raises(P2PError) as info:  # num_downs 5: sides are multiples of 32
+        recipe_from_dict({"data": {"load_size": 512, "crop_size": crop},
+                          "model": {"num_downs": 5}})
+    assert hint in str(info.value)
+
+
 def test_overrides_are_parsed_as_yaml():
     recipe = recipe_from_dict({}, ["train.lr=1e-4", "data.flip=false", "name=x"])
     assert recipe.train.lr == 1e-4 and recipe.data.flip is False and recipe.name == "x"

@@ -101,7 +101,18 @@ def test_run_that_has_only_started(cli, tmp_path):
     text = " ".join(page.text)
     assert images == []
     assert "no iteration logged yet" in text and "No sample grids yet" in text
-    assert "No checkpoint yet" in text and "No metrics yet" in text
+    assert "No checkpoint yet" in text and "No FID and IS of the published protocol yet" in text
+
+
+def test_without_eval_run_the_note_points_at_the_validation_scores(cli, tmp_path):
+    run = make_run(tmp_path)
+    with (run / "log.jsonl").open("a") as log:
+        log.write(json.dumps({"iteration": 50, "val_l1": 0.2, "val_psnr": 20.0, "val_ssim": 0.5,
+                              "val_images": 3, "val_split": "val", "val_seconds": 1.0}) + "\n")
+    assert cli("report", run).exit_code == 0
+    text = " ".join(parse_self_contained(run / "report.html")[0].text)
+    assert "No FID and IS of the published protocol yet" in text
+    assert "validation scores are under" in text
 
 
 def test_interrupted_run_with_unreadable_files(cli, tmp_path):

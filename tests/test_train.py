@@ -17,6 +17,11 @@ def test_train_writes_a_complete_run(cli, tiny, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert r.out.strip() == str(run)  # stdout carries the result only
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    # The first record names what this session trains on, as the CLI's first line does.
+    first = records[0]
+    assert first["precision"] in ("bf16", "fp32") and first["device"] == (
+        f"cpu, {torch.get_num_threads()} threads x 1")
+    assert f"on {first['device']}, {first['precision']}" in r.stderr.splitlines()[0]
     assert [rec["iteration"] for rec in records] == [2, 4, 6]
     assert {"g_gan", "g_l1", "d_real", "d_fake", "lr", "it_per_s"} <= set(records[0])
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
@@ -190,3 +195,11 @@ def test_a_recipe_the_dataset_cannot_validate_is_refused_before_loading_it(cli, 
     assert r.exit_code == 2, r.stderr
     assert "no val/ or test/ split folder" in r.stderr.strip().splitlines()[-1]
     assert "loading data" not in r.stderr and not run.exists()
+
+
+def test_a_run_directory_with_a_checkpoint_is_refused_before_loading_data(cli, tiny, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", tiny(1), "--out", run).exit_code == 0
+    r = cli("train", tiny(1), "--out", run)
+    assert r.exit_code == 2 and "already has a checkpoint" in r.stderr
+    assert "loading data" not in r.stderr and "training " not in r.stderr

@@ -28,6 +28,9 @@ def train(
                                        "from its latest checkpoint."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard, in "
                                      "RUN_DIR/tensorboard (sets train.tensorboard)."),
+    log_to: list[str] = typer.Option([], "--log-to", metavar="NAME", help="Also log to NAME: "
+                                     "tensorboard, mlflow or wandb (adds it to train.loggers; "
+                                     "repeatable; with --resume too)."),
     nproc: int = typer.Option(1, "--nproc", min=1, max=MAX_WORKERS, help="Train in N "
                               "processes on this machine (one per GPU), launched with torchrun; "
                               "data.batch_size is the total over them."),
@@ -35,22 +38,21 @@ def train(
     """Train a pix2pix model from a YAML recipe; prints the run directory on stdout."""
     try:
         with contextlib.ExitStack() as held, _stopped_at_start_up() as start_up:
-            _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc, held,
-                   start_up)
+            _train(recipe_path, data, out, iters, overrides, resume, tensorboard, log_to, nproc,
+                   held, start_up)
     except StoppedBeforeStart as exc:
         console.info(f"stopped by {exc} before training started: nothing was trained yet")
         raise typer.Exit(130) from None
 
 
-def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
+def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, log_to, nproc,
            held: contextlib.ExitStack, start_up: contextlib.ExitStack) -> None:
     """``held``: what stays held until the command ends (the run lock); ``start_up``: closed when
     training is over, or when torchrun takes over the signals."""
     # The core is imported here, not at the top, so `p2p --help` and completion skip torch.
     import p2p
-    from p2p import run_lock
+    from p2p import distributed, run_lock
     from p2p.recipe import load_recipe
-    from p2p.training import distributed
     from p2p.training import loop as core
     from p2p.training.run import Stopped
 
@@ -60,6 +62,7 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
                        "leave out --nproc under torchrun")
     assignments = [f"train.iters={iters}"] if iters is not None else []
     assignments += ["train.tensorboard=true"] if tensorboard else []
+    assignments += [f"train.loggers+={name}" for name in log_to]
     if resume is not None:
         if recipe_path is not None or overrides or data or out:
             raise P2PError("--resume continues a run with its own recipe",
@@ -82,6 +85,7 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
         worker_args += ["--data", data] if data is not None else []
         worker_args += ["--iters", str(iters)] if iters is not None else []
         worker_args += ["--tensorboard"] if tensorboard else []
+        worker_args += [arg for name in log_to for arg in ("--log-to", name)]
         console.info(f"starting {nproc} training processes with torchrun")
         start_up.close()  # torchrun takes the signals and passes them to the processes
         with run_lock.lent_to_children():
@@ -100,11 +104,11 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
     bars = held.enter_context(console.BarsInTurn())
     training = None  # the bar of the iterations; without a terminal, a line per log record
 
-    def started(recipe, data_root: Path, run_dir: Path) -> None:
+    def started(recipe, data_root: Path, run_dir: Path, setting: str) -> None:
         nonlocal training
         processes = f" in {world.size} processes" if world.size > 1 else ""
-        console.info(f"training {recipe.name}: {recipe.train.iters} iterations on {data_root} "
-                     f"({recipe.data.direction}){processes} -> {run_dir}")
+        console.info(f"training {recipe.name}: {recipe.train.iters} iterations of {data_root} "
+                     f"({recipe.data.direction}){processes} on {setting} -> {run_dir}")
         if sys.stderr.isatty():
             training = bars.bar("training", total=recipe.train.iters)
 
@@ -128,14 +132,17 @@ def _train(recipe_path, data, out, iters, overrides, resume, tensorboard, nproc,
 
 
 def _log_line(record: dict) -> str:
+    extra = "".join(f"{name} {record[key]:.3f}  " for key, name in
+                    (("g_feat", "G_feat"), ("g_vgg", "G_VGG")) if key in record)
     return (f"iter {record['iteration']}  G_GAN {record['g_gan']:.3f}  G_L1 {record['g_l1']:.3f}  "
-            f"D_real {record['d_real']:.3f}  D_fake {record['d_fake']:.3f}  "
+            f"{extra}D_real {record['d_real']:.3f}  D_fake {record['d_fake']:.3f}  "
             f"lr {record['lr']:.2e}  {record['it_per_s'] or 0:.2f} it/s")
 
 
 def _val_line(record: dict) -> str:
     values = "  ".join(f"{key[4:]} {record[key]:.4f}" if record[key] is not None
-                       else f"{key[4:]} -" for key in ("val_l1", "val_psnr", "val_ssim", "val_fid")
+                       else f"{key[4:]} -" for key in ("val_l1", "val_psnr", "val_ssim",
+                                                       "val_lpips", "val_fid")
                        if key in record)
     best = "  (best so far: checkpoints/best.pt)" if record.get("val_best") else ""
     return (f"validation at iter {record['iteration']} on {record['val_images']} "

@@ -19,7 +19,8 @@ __all__ = ["GENERATOR_BATCH", "INCEPTION_BATCH", "METRICS_FILE", "SPLITS", "THRE
 
 # ---- the Python API: what `p2p eval` prints, as numbers -----------------------------------
 # The networks are imported when a function is called (frechet.py, class_scores.py,
-# similarity.py), so that importing this package stays light.
+# similarity.py), so that importing this package stays light. Under torchrun, fid,
+# fid_statistics and inception_score share the images out over the processes (features.py).
 
 def fid(real: str | os.PathLike, fake: str | os.PathLike, *, weights=None,
         device: str = "auto", batch_size: int = INCEPTION_BATCH, workers: int = THREADS,
@@ -33,9 +34,11 @@ def fid(real: str | os.PathLike, fake: str | os.PathLike, *, weights=None,
     from pathlib import Path
 
     from p2p.metrics import frechet
+    from p2p.metrics.features import joined_settings
 
-    return frechet.compute_fid(Path(real), Path(fake), settings(device, batch_size, workers),
-                               weights, progress, download_progress)
+    with joined_settings(device, batch_size, workers) as running:
+        return frechet.compute_fid(Path(real), Path(fake), running, weights, progress,
+                                   download_progress)
 
 
 def fid_statistics(folder: str | os.PathLike, out: str | os.PathLike, *, weights=None,
@@ -46,10 +49,11 @@ def fid_statistics(folder: str | os.PathLike, out: str | os.PathLike, *, weights
     from pathlib import Path
 
     from p2p.metrics import frechet
+    from p2p.metrics.features import joined_settings
 
-    return frechet.compute_statistics(Path(folder), Path(out),
-                                      settings(device, batch_size, workers), weights, progress,
-                                      download_progress)
+    with joined_settings(device, batch_size, workers) as running:
+        return frechet.compute_statistics(Path(folder), Path(out), running, weights, progress,
+                                          download_progress)
 
 
 def inception_score(images: str | os.PathLike, *, splits: int = SPLITS, weights=None,
@@ -60,18 +64,29 @@ def inception_score(images: str | os.PathLike, *, splits: int = SPLITS, weights=
     from pathlib import Path
 
     from p2p.metrics import class_scores
+    from p2p.metrics.features import joined_settings
 
-    return class_scores.compute_is(Path(images), settings(device, batch_size, workers), splits,
-                                   weights, progress, download_progress)
+    with joined_settings(device, batch_size, workers) as running:
+        return class_scores.compute_is(Path(images), running, splits, weights, progress,
+                                       download_progress)
 
 
-def pairs(real: str | os.PathLike, fake: str | os.PathLike, *, progress=None):
+def pairs(real: str | os.PathLike, fake: str | os.PathLike, *, lpips: bool = False,
+          weights=None, progress=None, download_progress=None):
     """L1, PSNR and SSIM of each image of ``fake`` against the image of the same name in
     ``real``, averaged, as ``p2p eval pairs`` computes them; a result with ``l1``, ``psnr``,
-    ``ssim``, ``n`` and the names without a partner (``only_real``, ``only_fake``)."""
+    ``ssim``, ``n`` and the names without a partner (``only_real``, ``only_fake``). With
+    ``lpips``, also ``lpips`` (v0.1, AlexNet; needs the lpips extra), whose AlexNet weights are
+    ``weights`` (the file or a folder holding it) or found in, or downloaded to,
+    ``$P2P_HOME/weights/``."""
     from p2p.metrics import similarity
 
-    return similarity.score_folders(real, fake, progress)
+    network = None
+    if lpips:
+        from p2p.metrics import perceptual
+
+        network = perceptual.lpips_network(weights, download_progress)
+    return similarity.score_folders(real, fake, progress, network)
 
 
 def settings(device: str = "auto", batch_size: int = INCEPTION_BATCH, workers: int = THREADS):

@@ -20,19 +20,26 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from p2p import run_lock, weights
+from p2p import distributed, run_lock, weights
 from p2p.data.catalog import resolve_dataset
 from p2p.data.paired import PairedImages, augment, batch_indices, to_float
 from p2p.device import autocast_dtype, pick_device
 from p2p.errors import P2PError, StoppedBeforeStart
 from p2p.images.eight_bit import preview_rgb, save_image
 from p2p.inference.translate import Model, model_from_state
-from p2p.losses import discriminator_loss, generator_gan_loss
+from p2p.losses import (
+    discriminator_loss,
+    feature_matching_loss,
+    generator_gan_loss,
+    mean_over_scales,
+    perceptual_loss,
+)
 from p2p.memory import reuse_freed_memory
-from p2p.models import PatchDiscriminator, build_generator, init_weights
+from p2p.models import build_discriminator, build_generator, init_weights
 from p2p.paths import append_text, write_bytes_atomic
 from p2p.recipe import Recipe, dump_recipe, load_recipe
-from p2p.training import distributed, footprint, loggers, validation
+from p2p.training import distributed as data_parallel
+from p2p.training import footprint, loggers, tracking, validation
 from p2p.weights import checkpoint as ckpt
 
 SAMPLE_COUNT = 4  # rows in a sample grid
@@ -46,6 +53,7 @@ class Models:
     opt_d: torch.optim.Optimizer
     sched_g: torch.optim.lr_scheduler.LRScheduler
     sched_d: torch.optim.lr_scheduler.LRScheduler
+    vgg: torch.nn.Module | None = None  # train.lambda_vgg's frozen VGG19 (vgg.py), else None
 
 
 @dataclass
@@ -64,10 +72,12 @@ def lr_factor(recipe: Recipe) -> Callable[[int], float]:
     return lambda it: 1.0 - max(0, it - start) / (t.decay_iters + 1)
 
 
-def build_models(recipe: Recipe, device: torch.device) -> Models:
+def build_models(recipe: Recipe, device: torch.device, vgg_path: Path | None = None) -> Models:
+    """The networks, optimizers and schedulers of a new run. With train.lambda_vgg, the VGG19
+    too, from ``vgg_path`` (``vgg_weights``) or else found or downloaded here."""
     torch.manual_seed(recipe.train.seed)
     generator = init_weights(build_generator(recipe.generator_config())).to(device)
-    discriminator = init_weights(PatchDiscriminator(recipe.discriminator_config())).to(device)
+    discriminator = init_weights(build_discriminator(recipe.discriminator_config())).to(device)
     if device.type == "cuda" and recipe.train.channels_last:
         generator = generator.to(memory_format=torch.channels_last)
         discriminator = discriminator.to(memory_format=torch.channels_last)
@@ -79,48 +89,99 @@ def build_models(recipe: Recipe, device: torch.device) -> Models:
 
     opt_g, opt_d = adam(generator), adam(discriminator)
     factor = lr_factor(recipe)
+    perceptual = None
+    if t.lambda_vgg:
+        from p2p.training import vgg  # torchvision: imported only when the loss is on
+
+        perceptual = vgg.vgg_features(vgg_path or vgg.locate(t.vgg_weights)).to(device)
     return Models(generator, discriminator, opt_g, opt_d,
                   torch.optim.lr_scheduler.LambdaLR(opt_g, factor),
-                  torch.optim.lr_scheduler.LambdaLR(opt_d, factor))
+                  torch.optim.lr_scheduler.LambdaLR(opt_d, factor), perceptual)
+
+
+def vgg_weights(recipe: Recipe, world: distributed.World,
+                progress: Callable[[int, int | None], None] | None = None) -> Path | None:
+    """train.lambda_vgg's VGG19 weights file (None when the loss is off), found or downloaded
+    before anything is written. Rank 0 goes first, so that only one process downloads."""
+    if not recipe.train.lambda_vgg:
+        return None
+    from p2p.training import vgg
+
+    path = None
+    for turn in (True, False):  # rank 0's turn, then the others'
+        if world.is_main == turn:
+            path = vgg.locate(recipe.train.vgg_weights, progress)
+        distributed.barrier(world)
+    return path
 
 
 def train_step(models: Models, source: torch.Tensor, target: torch.Tensor, recipe: Recipe,
                autocast: contextlib.AbstractContextManager,
                forward_g: Callable | None = None,
                forward_d: Callable | None = None) -> dict[str, torch.Tensor]:
-    """One pix2pix iteration. ``forward_g``/``forward_d`` default to the modules themselves (they
-    may be compiled or DDP-wrapped versions of them)."""
+    """One pix2pix iteration, with the objectives the recipe adds (model.d_scales,
+    train.lambda_feat, train.lambda_vgg); returns the losses to log. ``forward_g``/``forward_d``
+    default to the modules themselves (they may be compiled or DDP-wrapped versions of them)."""
     # Not `or`: a compiled module's __len__ raises for modules without one.
     forward_g = models.generator if forward_g is None else forward_g
     forward_d = models.discriminator if forward_d is None else forward_d
-    kind = recipe.train.gan_loss
+    t, scales = recipe.train, recipe.model.d_scales
+    kind = t.gan_loss
     with autocast:
         fake = forward_g(source)
 
-    # Discriminator: real pairs -> 1, generated pairs -> 0; the fake is detached from G.
+    # Discriminator: real pairs -> 1, generated pairs -> 0; the fake is detached from G. With
+    # several scales, each loss is the average of the scales'.
     models.discriminator.requires_grad_(True)
     models.opt_d.zero_grad(set_to_none=True)
     with autocast:
-        fake_logits = forward_d(torch.cat([source, fake.detach()], 1))
-        real_logits = forward_d(torch.cat([source, target], 1))
-        d_real, d_fake = discriminator_loss(kind, real_logits.float(), fake_logits.float())
+        fake_logits = judge(forward_d, torch.cat([source, fake.detach()], 1), scales)
+        real_logits = judge(forward_d, torch.cat([source, target], 1), scales)
+        per_scale = [discriminator_loss(kind, on_real.float(), on_fake.float())
+                     for on_real, on_fake in zip(real_logits, fake_logits, strict=True)]
+        d_real = mean_over_scales([loss for loss, _ in per_scale])
+        d_fake = mean_over_scales([loss for _, loss in per_scale])
         loss_d = 0.5 * (d_real + d_fake)
     loss_d.backward()
     models.opt_d.step()
 
-    # Generator: fool D, and stay close to the target in L1.
+    # Generator: fool D, and stay close to the target in L1 (and, when on, in D's features and
+    # VGG19's).
     models.discriminator.requires_grad_(False)
     models.opt_g.zero_grad(set_to_none=True)
     with autocast:
-        g_gan = generator_gan_loss(kind, forward_d(torch.cat([source, fake], 1)).float())
+        judged = judge(forward_d, torch.cat([source, fake], 1), scales, bool(t.lambda_feat))
+        logits = [out[-1] for out in judged] if t.lambda_feat else judged
+        g_gan = mean_over_scales([generator_gan_loss(kind, x.float()) for x in logits])
         g_l1 = F.l1_loss(fake.float(), target)
-        loss_g = g_gan + recipe.train.lambda_l1 * g_l1
+        loss_g = g_gan + t.lambda_l1 * g_l1
+        losses = {"g_gan": g_gan, "g_l1": g_l1}
+        if t.lambda_feat:
+            # The real pair's features through the same (updated) discriminator: a target.
+            with torch.no_grad():
+                real_features = judge(forward_d, torch.cat([source, target], 1), scales,
+                                      features=True)
+            losses["g_feat"] = feature_matching_loss(judged, real_features)
+            loss_g = loss_g + t.lambda_feat * losses["g_feat"]
+        if t.lambda_vgg:
+            with torch.no_grad():
+                target_features = models.vgg(target)
+            losses["g_vgg"] = perceptual_loss(models.vgg(fake), target_features)
+            loss_g = loss_g + t.lambda_vgg * losses["g_vgg"]
     loss_g.backward()
     models.opt_g.step()
     models.sched_g.step()
     models.sched_d.step()
-    return {"g_gan": g_gan.detach(), "g_l1": g_l1.detach(),
+    return {**{key: value.detach() for key, value in losses.items()},
             "d_real": d_real.detach(), "d_fake": d_fake.detach()}
+
+
+def judge(forward_d: Callable, pair: torch.Tensor, scales: int,
+          features: bool = False) -> list:
+    """The discriminator's output on ``pair`` as a list with one entry per scale (one for the
+    published PatchGAN): the logits, or with ``features`` the hidden features and the logits."""
+    output = forward_d(pair, features=features)
+    return output if scales > 1 else [output]
 
 
 @dataclass
@@ -161,6 +222,22 @@ def training_precision(recipe: Recipe) -> str:
     return {False: "fp32", True: "bf16"}.get(recipe.train.amp, "auto")
 
 
+def hardware_of(device: torch.device, world: distributed.World) -> str:
+    """What trains, for people and log.jsonl: the device (CPU: its threads) x processes."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} x {world.size}"
+    return f"cpu, {torch.get_num_threads()} threads x {world.size}"
+
+
+def training_setting(recipe: Recipe) -> str:
+    """Where and how ``train`` trains ``recipe`` in this process, as log.jsonl records it:
+    ``cpu, 2 threads x 1, bf16``."""
+    world = distributed.world_from_env()
+    device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
+    precision = "fp32" if training_dtype(recipe, device) is None else "bf16"
+    return f"{hardware_of(device, world)}, {precision}"
+
+
 def training_dtype(recipe: Recipe, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``train.amp`` (None: fp32), as translate's ``--precision``:
     ``auto``: bf16 on CUDA and on CPUs with native bf16 (facades 1.46x faster than fp32 on a
@@ -181,14 +258,14 @@ def make_stepper(recipe: Recipe, dataset: PairedImages, models: Models, device: 
                 else contextlib.nullcontext())
     forward_g, forward_d = models.generator, models.discriminator
     if world.size > 1:
-        forward_g = distributed.parallel(models.generator, device)
-        forward_d = distributed.parallel(models.discriminator, device)
+        forward_g = data_parallel.parallel(models.generator, device)
+        forward_d = data_parallel.parallel(models.discriminator, device)
     if t.compile:
         forward_g, forward_d = torch.compile(forward_g), torch.compile(forward_d)
     memory_format = (torch.channels_last if device.type == "cuda" and t.channels_last
                      else torch.contiguous_format)
     return Stepper(recipe, dataset, models, device, forward_g, forward_d, autocast,
-                   memory_format, distributed.rank_share(recipe.data.batch_size, world))
+                   memory_format, data_parallel.rank_share(recipe.data.batch_size, world))
 
 
 def generator_checkpoint(models: Models, recipe: Recipe, normalization: dict | None) -> dict:
@@ -386,7 +463,7 @@ def prepare_run(recipe: Recipe, run_dir: Path) -> None:
 
 
 # What a resumed run may change: its length and where it logs, not what it trains.
-RESUME_OVERRIDES = ("train.iters", "train.tensorboard")
+RESUME_OVERRIDES = ("train.iters", "train.tensorboard", "train.loggers")
 
 
 def load_run(run_dir: Path, overrides: list[str] = ()) -> Recipe:
@@ -395,7 +472,7 @@ def load_run(run_dir: Path, overrides: list[str] = ()) -> Recipe:
     if not (run_dir / "recipe.yaml").is_file():
         raise P2PError(f"{run_dir}: not a run directory (no recipe.yaml)")
     for assignment in overrides:
-        if assignment.split("=", 1)[0].strip() not in RESUME_OVERRIDES:
+        if assignment.split("=", 1)[0].strip().removesuffix("+") not in RESUME_OVERRIDES:
             raise P2PError(f"{assignment}: a resumed run keeps its recipe",
                            f"override only {' or '.join(RESUME_OVERRIDES)}")
     return load_recipe(run_dir / "recipe.yaml", list(overrides))
@@ -417,13 +494,18 @@ def preflight(recipe: Recipe, device: torch.device, processes: int, data_root: P
     """Refuse, before anything is loaded or written, a recipe that this device, these processes
     or this dataset cannot train: a batch that does not split over the processes, train.amp
     true without native bf16, networks and a batch beyond the free memory, validation without a
-    split to validate on. The CLI calls it before decoding the data; ``train`` again."""
-    distributed.check(recipe, processes, device.type)
+    split to validate on, validation's LPIPS without the lpips package. The CLI calls it before
+    decoding the data; ``train`` again."""
+    data_parallel.check(recipe, processes, device.type)
     loggers.check(recipe)
     half = training_dtype(recipe, device) is not None
     footprint.check_fits(recipe, device, processes, half)
     if recipe.train.val_every:
         validation.validation_split(data_root, recipe.train.val_split)
+        if recipe.train.val_lpips:
+            from p2p.metrics.perceptual import lpips_package
+
+            lpips_package()
 
 
 @contextlib.contextmanager
@@ -446,21 +528,25 @@ def train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool = F
     """Train (or resume) a run. ``on_log`` receives each logged record (training losses, or
     ``val_*`` metrics), ``on_sample`` each sample grid (iteration, (3, H, W) float tensor in
     [-1, 1]), ``on_download`` the progress of a download before training (model.init_from's zoo
-    model, the FID Inception weights for train.val_fid).
+    model, the VGG19 weights for train.lambda_vgg, the FID Inception weights for train.val_fid,
+    the AlexNet weights for train.val_lpips).
 
-    Under torchrun this process is one of several (see p2p.training.distributed): each trains on
-    its share of every batch, and only rank 0 writes files and calls ``on_log`` and
-    ``on_sample``, and logs to the loggers the recipe turns on (loggers.py)."""
+    Under torchrun this process is one of several (see p2p.distributed and
+    p2p.training.distributed): each trains on its share of every batch, and only rank 0 writes
+    files and calls ``on_log`` and ``on_sample``, and logs to the loggers the recipe turns on
+    (loggers.py)."""
     world = distributed.world_from_env()
     device = distributed.process_device(pick_device(recipe.train.device, "train.device"), world)
     preflight(recipe, device, world.size, dataset.root)
     # Signals are taken from here on: one during start-up stops before the loop, unsaved.
     with (stop_on_signals() as stop, distributed.process_group(world, device),
           reuse_freed_memory(device),
-          contextlib.closing(loggers.open_loggers(recipe, run_dir) if world.is_main
-                             else loggers.Loggers()) as trackers):
-        return _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device, stop,
-                      trackers, on_download)
+          (loggers.open_loggers(recipe, run_dir) if world.is_main
+           else loggers.Loggers()) as trackers):  # an error ends the trackers' run FAILED
+        outcome = _train(recipe, dataset, run_dir, resume, on_log, on_sample, world, device,
+                         stop, trackers, on_download)
+        trackers.end(tracking.KILLED if outcome.stopped_by else tracking.FINISHED)
+        return outcome
 
 
 def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
@@ -470,7 +556,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
            trackers: loggers.Loggers,
            on_download: Callable[[int, int | None], None] | None = None) -> Outcome:
     t = recipe.train
-    models = build_models(recipe, device)
+    models = build_models(recipe, device, vgg_weights(recipe, world, on_download))
     # Before anything is written: a bad init_from or missing FID weights fail a run cleanly.
     validator = (validation.prepare(recipe, dataset.root, device, on_download)
                  if t.val_every and world.is_main else None)
@@ -487,10 +573,11 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
             prepare_run(recipe, run_dir)
         else:
             check_new_run(run_dir)
+    trackers.start(start, resume, init_source)
 
     step = make_stepper(recipe, dataset, models, device, world)
     if world.size > 1:
-        distributed.seed_rank(t.seed, world, start)
+        data_parallel.seed_rank(t.seed, world, start)
     sample_source, sample_target = dataset.preview(SAMPLE_COUNT)
     sample_source = step.to_device(sample_source, 0)
     sample_target = step.to_device(sample_target, 1)
@@ -507,6 +594,7 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
             state = {**training_state(models, recipe, iteration, normalization),
                      "init_from": init_source}
             ckpt.save_training_checkpoint(run_dir, state, t.keep_checkpoints if history else 0)
+            trackers.checkpoint(iteration)
         distributed.barrier(world)  # the others wait until it is on disk before they go on or exit
 
     models.generator.train()
@@ -515,8 +603,8 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
         raise StoppedBeforeStart(stop[0] if stop else "a signal to another process")
 
     log_path = run_dir / "log.jsonl"
-    hardware = (f"{torch.cuda.get_device_name(device)} x {world.size}" if device.type == "cuda"
-                else f"cpu, {torch.get_num_threads()} threads x {world.size}")
+    hardware = hardware_of(device, world)
+    precision = "fp32" if training_dtype(recipe, device) is None else "bf16"
     window_start, window_iters = time.perf_counter(), 0
     iteration = start
 
@@ -534,13 +622,14 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
         window_iters += 1
         done = iteration == t.iters
         if iteration % t.log_every == 0 or done:
-            losses = distributed.mean(losses, world)
+            losses = data_parallel.mean(losses, world)
             elapsed = time.perf_counter() - window_start
             record = {"iteration": iteration,
                       **{k: round(float(v), 6) for k, v in losses.items()},
                       "lr": models.opt_g.param_groups[0]["lr"],
                       "it_per_s": round(window_iters / elapsed, 4) if elapsed else None,
-                      "time": round(time.time(), 3), "device": hardware}
+                      "time": round(time.time(), 3), "device": hardware,
+                      "precision": precision}
             if not all(math.isfinite(record[k]) for k in losses):
                 raise diverged(iteration)
             if world.is_main:
@@ -558,6 +647,8 @@ def _train(recipe: Recipe, dataset: PairedImages, run_dir: Path, resume: bool,
                 record, best = validate_and_keep_best(validator, models, recipe, run_dir,
                                                       iteration, best, normalization, model)
                 emit(record)
+                if record.get("val_best"):
+                    trackers.best(best)
                 window_start += record["val_seconds"]  # it/s counts training only
             distributed.barrier(world)
         if iteration % t.checkpoint_every == 0 or done:

@@ -87,14 +87,16 @@ def train(recipe: str | os.PathLike | dict | Recipe | None = None, *,
           on_sample=None, on_download=None, on_load=None, on_start=None) -> Run:
     """Train a recipe (a YAML file, a dict of its sections or a ``Recipe``) into ``out``
     (default ``runs/NAME``), or with ``resume`` continue the run in ``out`` with its own recipe
-    (``overrides`` may then set ``train.iters`` and ``train.tensorboard`` only). Returns the
-    ``Run``. The recipe's loggers (``train.tensorboard``) log too.
+    (``overrides`` may then set ``train.iters``, ``train.tensorboard`` and ``train.loggers``
+    only). Returns the ``Run``. The recipe's loggers (``train.loggers``: TensorBoard, MLflow,
+    W&B) log too; ``"train.loggers+=mlflow"`` adds one.
 
     ``overrides`` are what ``--set`` takes: ``{"train.iters": 2}`` or ``["train.iters=2"]``.
     ``progress`` receives each record written to ``log.jsonl``; ``on_sample`` each sample grid
     (iteration, (3, H, W) tensor in [-1, 1]), ``on_download`` and ``on_load`` the progress of a
-    download and of decoding the data (done, total); ``on_start(recipe, data_root, run_dir)`` is
-    called once the run directory is held, before the data is decoded. Ctrl-C or SIGTERM saves
+    download and of decoding the data (done, total); ``on_start(recipe, data_root, run_dir,
+    setting)`` is called once the run directory is held, before the data is decoded (``setting``:
+    device, threads, processes and precision, as ``loop.training_setting``). Ctrl-C or SIGTERM saves
     a checkpoint and raises ``Stopped``.
 
     >>> run = p2p.train("recipes/quickstart.yaml", out="runs/qs",
@@ -118,8 +120,10 @@ def train(recipe: str | os.PathLike | dict | Recipe | None = None, *,
         loaded = load_recipe(recipe, assignments)
     run_dir = Path(out) if out is not None else Path("runs") / loaded.name
     with core.claimed(loaded, run_dir, processes=1) as data_root:
+        if not resume:  # refused before the data is decoded, not after
+            core.check_new_run(run_dir)
         if on_start:
-            on_start(loaded, data_root, run_dir)
+            on_start(loaded, data_root, run_dir, core.training_setting(loaded))
         dataset = core.load_dataset(loaded, data_root, progress=on_load)
         outcome = core.train(loaded, dataset, run_dir, resume, on_log=progress,
                              on_sample=on_sample, on_download=on_download)
