@@ -4,7 +4,6 @@ LPIPS of image pairs."""
 import contextlib
 import json
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -136,10 +135,6 @@ def is_command(
                "IS")
 
 
-class Engine(str, Enum):
-    torch = "torch"  # this process, or --nproc / torchrun processes
-    ray = "ray"  # a Ray Data pipeline (p2p[ray])
-
 
 @app.command("stats")
 def stats_command(
@@ -154,19 +149,12 @@ def stats_command(
     device: DeviceOption = "auto",
     as_json: JsonOption = False,
     nproc: NprocOption = 1,
-    engine: Annotated[Engine, typer.Option(
-        "--engine", help="torch: this process (or --nproc); ray: a Ray Data pipeline on the "
-        "cluster at --ray-address or RAY_ADDRESS, else an embedded one (pip install "
-        "\"p2p[ray]\").")] = Engine.torch,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="The Ray cluster to join (HOST:PORT, ray://HOST:PORT); default "
-        "$RAY_ADDRESS, else an embedded Ray on this machine.")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(
-        "--gpus-per-worker", min=0, max=MAX_WORKERS, help="--engine ray: GPUs each worker "
-        "holds; 0 runs on CPUs.")] = 0,
+    engine: processes.EngineOption = processes.Engine.torch,
+    ray_address: processes.RayAddressOption = None,
+    gpus_per_worker: processes.GpusPerWorkerOption = 0,
 ) -> None:
     """Save a folder's FID statistics (mean and covariance of its features) for reuse."""
-    on_ray = engine is Engine.ray
+    on_ray = engine is processes.Engine.ray
     if on_ray and (nproc > 1 or device != "auto"):
         raise P2PError(f"{'--nproc' if nproc > 1 else '--device'} does not go with --engine ray, "
                        "which runs where Ray places its workers",

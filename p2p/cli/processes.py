@@ -1,10 +1,30 @@
-"""``--nproc N`` of translate and eval: the same command again in N processes under torchrun."""
+"""Where translate and eval run: ``--nproc N`` (the same command again in N processes under
+torchrun) or ``--engine ray``; the options they share."""
 
 from enum import Enum
+from typing import Annotated
 
 import typer
 
 from p2p.errors import P2PError
+from p2p.limits import MAX_WORKERS
+
+
+class Engine(str, Enum):
+    torch = "torch"  # this process, or --nproc / torchrun processes
+    ray = "ray"  # a Ray Data pipeline (p2p[ray])
+
+
+EngineOption = Annotated[Engine, typer.Option(
+    "--engine", help="torch: this process (or --nproc); ray: a Ray Data pipeline on the "
+    "cluster at --ray-address or RAY_ADDRESS, else an embedded one (pip install "
+    "\"p2p[ray]\").")]
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="The Ray cluster to join (HOST:PORT, ray://HOST:PORT); default "
+    "$RAY_ADDRESS, else an embedded Ray on this machine.")]
+GpusPerWorkerOption = Annotated[float, typer.Option(
+    "--gpus-per-worker", min=0, max=MAX_WORKERS, help="--engine ray: GPUs each worker "
+    "holds; 0 runs on CPUs.")]
 
 # The exit codes of a finished command that are an outcome, not a failure: skipped items (1)
 # and a stop by a signal (130).

@@ -29,10 +29,6 @@ class Precision(str, Enum):  # p2p.device.PRECISIONS, spelled here so --help ski
     bf16 = "bf16"
 
 
-class Engine(str, Enum):
-    torch = "torch"  # this process, or --nproc / torchrun processes
-    ray = "ray"  # a Ray Data pipeline (p2p[ray])
-
 
 # The model to run, shared with `p2p serve`.
 CheckpointOption = Annotated[Path | None, typer.Option(
@@ -102,18 +98,11 @@ def translate(
         "--nproc", min=1, max=MAX_WORKERS, help="Translate in N processes on this machine (one "
         "per GPU), launched with torchrun; under torchrun, each process takes its share "
         "without this option.")] = 1,
-    engine: Annotated[Engine, typer.Option(
-        "--engine", help="torch: this process (or --nproc); ray: a Ray Data pipeline on the "
-        "cluster at --ray-address or RAY_ADDRESS, else an embedded one (pip install "
-        "\"p2p[ray]\").")] = Engine.torch,
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="The Ray cluster to join (HOST:PORT, ray://HOST:PORT); default "
-        "$RAY_ADDRESS, else an embedded Ray on this machine.")] = None,
+    engine: processes.EngineOption = processes.Engine.torch,
+    ray_address: processes.RayAddressOption = None,
     workers: Annotated[int, typer.Option(
         "--workers", min=1, max=MAX_WORKERS, help="--engine ray: model workers (actors).")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(
-        "--gpus-per-worker", min=0, max=MAX_WORKERS, help="--engine ray: GPUs each worker "
-        "holds; 0 runs on CPUs.")] = 0,
+    gpus_per_worker: processes.GpusPerWorkerOption = 0,
 ) -> None:
     """Translate images with a trained generator: a file, a folder, a list, or stdin to
     stdout; in one process, several (--nproc, torchrun) or on Ray (--engine ray)."""
@@ -121,7 +110,7 @@ def translate(
         raise P2PError("give --checkpoint PATH or --task NAME, exactly one")
     if overlap is not None and tile is None:
         raise P2PError("--overlap needs --tile SIZE")
-    on_ray = engine is Engine.ray
+    on_ray = engine is processes.Engine.ray
     _check_engine(on_ray, nproc, device, ray_address, workers, gpus_per_worker, input)
     processes.refuse_nested(nproc)
     if nproc > 1:  # the launcher: refuses what every process would, then starts them

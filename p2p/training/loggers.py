@@ -19,12 +19,11 @@ from typing import Any
 
 import torch
 
-from p2p.errors import P2PError
 from p2p.images.eight_bit import to_uint8
 from p2p.recipe import Recipe
 from p2p.training import mlflow_logger, report, tracking, wandb_logger
 from p2p.training.background import Background
-from p2p.training.tracking import FAILED, KILLED, SAMPLE_TAG, Logger
+from p2p.training.tracking import FAILED, KILLED, SAMPLE_TAG, Logger, import_extra
 from p2p.weights import checkpoint as ckpt
 
 FOLDER = "tensorboard"
@@ -74,12 +73,7 @@ def open_tensorboard(run_dir: Path) -> TensorBoardLog:
 
 
 def _summary_writer() -> type:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise P2PError("TensorBoard logging needs the tensorboard package",
-                       'pip install "p2p[tensorboard]"') from None
-    return SummaryWriter
+    return import_extra("torch.utils.tensorboard", "TensorBoard", "tensorboard").SummaryWriter
 
 
 @dataclass

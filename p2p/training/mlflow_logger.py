@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from p2p.errors import P2PError
 from p2p.images.eight_bit import to_uint8
 from p2p.paths import write_bytes_atomic
-from p2p.training.tracking import Logger, Start, as_text, finite_best, scalars
+from p2p.training.tracking import Logger, Start, as_text, finite_best, import_extra, scalars
 
 TRACKING_URI = "MLFLOW_TRACKING_URI"
 FOLDER = "mlflow"  # in the run directory
@@ -31,12 +30,7 @@ BATCH = 100  # params or tags per request: MLflow's limit
 
 def client_class() -> type:
     """MLflow's client; fails before training starts when the extra is missing."""
-    try:
-        from mlflow import MlflowClient
-    except ImportError:
-        raise P2PError("MLflow logging needs the mlflow package",
-                       'pip install "p2p[mlflow]"') from None
-    return MlflowClient
+    return import_extra("mlflow", "MLflow", "mlflow").MlflowClient
 
 
 @dataclass

@@ -4,6 +4,7 @@ tags, the recipe as flat params, the tags that name the code and the weights a r
 from, and how a run ended.
 """
 
+import importlib
 import json
 import math
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 
 import torch
 
+from p2p.errors import P2PError
 from p2p.recipe import Recipe
 from p2p.version import __version__
 
@@ -136,3 +138,13 @@ def git_commit() -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and commit else None
+
+
+def import_extra(module: str, what: str, extra: str) -> Any:
+    """``module``, a logger's optional package, imported when the recipe turns the logger on:
+    before training starts, a missing one is one line naming the pip command."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise P2PError(f"{what} logging needs the {extra} package",
+                       f'pip install "p2p[{extra}]"') from None

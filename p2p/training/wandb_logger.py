@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from p2p.errors import P2PError
 from p2p.images.eight_bit import to_uint8
 from p2p.paths import write_bytes_atomic
 from p2p.training.tracking import (
@@ -33,6 +32,7 @@ from p2p.training.tracking import (
     Logger,
     Start,
     finite_best,
+    import_extra,
     scalars,
 )
 
@@ -43,12 +43,7 @@ EXIT_CODES = {FINISHED: 0, KILLED: 130, FAILED: 1}  # W&B tells how a run ended 
 
 def module() -> ModuleType:
     """The wandb package; fails before training starts when the extra is missing."""
-    try:
-        import wandb
-    except ImportError:
-        raise P2PError("Weights & Biases logging needs the wandb package",
-                       'pip install "p2p[wandb]"') from None
-    return wandb
+    return import_extra("wandb", "Weights & Biases", "wandb")
 
 
 @dataclass
