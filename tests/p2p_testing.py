@@ -424,3 +424,13 @@ def p2p_process(args: list, env: dict) -> subprocess.CompletedProcess:
     # A fresh process: huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when it is imported.
     return subprocess.run([sys.executable, "-m", "p2p", *map(str, args)], capture_output=True,
                           env=env, cwd=ROOT, timeout=300)
+
+
+def seed_convolutions(layers: torch.nn.Module) -> None:
+    """Seeded random weights for the convolutions of a torchvision ``features`` stack (AlexNet's,
+    VGG19's): the structure of the published weights, which no test may download."""
+    torch.manual_seed(0)
+    for layer in layers.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(layer.weight)
+            torch.nn.init.normal_(layer.bias, 0, 0.01)

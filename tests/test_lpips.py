@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import skip_or_fail
+from p2p_testing import seed_convolutions
 from PIL import Image
-from torch import nn
 from torchvision.models import alexnet
 
 from p2p.errors import P2PError
@@ -39,11 +39,7 @@ def backbone(tmp_path_factory):
     with torch.device("meta"):
         features = alexnet().features
     features = features.to_empty(device="cpu")
-    torch.manual_seed(0)
-    for layer in features:
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight)
-            nn.init.normal_(layer.bias, 0, 0.01)
+    seed_convolutions(features)
     path = tmp_path_factory.mktemp("alexnet") / backbones.ALEXNET_WEIGHTS.filename
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
     return features, path

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import skip_or_fail
+from p2p_testing import seed_convolutions
 from torch import nn
 from torchvision.models import vgg19
 
@@ -161,11 +162,7 @@ def vgg_layers() -> nn.Sequential:
     with torch.device("meta"):
         layers = vgg19().features[:30]
     layers = layers.to_empty(device="cpu")
-    torch.manual_seed(0)
-    for layer in layers:
-        if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight)
-            nn.init.normal_(layer.bias, 0, 0.01)
+    seed_convolutions(layers)
     return layers.requires_grad_(False)
 
 
