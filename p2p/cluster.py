@@ -3,8 +3,8 @@
 The address is ``--ray-address``, else ``RAY_ADDRESS``; without either Ray starts embedded in
 this process's machine (no servers to run first) and stops with the command. An address that
 cannot be reached is one line naming it after at most ``CONNECT_TIMEOUT`` seconds, rather than
-Ray's own retries. Every node of a cluster needs p2p installed (``pip install "p2p[ray]"``) and
-the job's input and output paths (a shared file system).
+Ray's own retries. Every node of a cluster needs p2p installed (``INSTALL_HINT``) and the job's
+input and output paths (a shared file system).
 """
 
 import contextlib
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from types import ModuleType
 from urllib.parse import urlsplit
 
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 
-INSTALL_HINT = 'pip install "p2p[ray]"'
+INSTALL_HINT = install_extra("ray")
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection to a cluster's address
 DEFAULT_PORT = 6379  # a Ray head node's GCS port when an address names none
 LOCAL = (None, "auto", "local")  # addresses that need no connection check

@@ -1,5 +1,6 @@
 """The exception for failures a user can cause and fix, and the one for a stop before training;
-``shown`` quotes a value in such a message, ``human_bytes`` gives a byte count."""
+``shown`` quotes a value in such a message, ``human_bytes`` gives a byte count, ``install_extra``
+the command that adds an optional feature."""
 
 import reprlib
 from typing import Any
@@ -32,6 +33,16 @@ class StoppedBeforeStart(KeyboardInterrupt):
 
     ``str()`` is the signal's name. The CLI says so and exits with 130.
     """
+
+
+# The name on the package index: ``p2p`` there is an unrelated project. The command and the
+# import stay ``p2p``.
+DISTRIBUTION = "p2p-pix2pix"
+
+
+def install_extra(extra: str) -> str:
+    """The pip command that installs the optional feature ``extra`` (a pyproject extra)."""
+    return f'pip install "{DISTRIBUTION}[{extra}]"'
 
 
 SHOWN_CHARS = 60  # of a value quoted in a message: messages stay one short line

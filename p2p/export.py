@@ -24,7 +24,7 @@ from torch import nn
 
 from p2p import weights
 from p2p.data.catalog import DATASETS
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.metrics import METRICS_FILE
 from p2p.paths import write_bytes_atomic, writing
 from p2p.published import TABLE
@@ -93,7 +93,7 @@ def _onnx():
         import onnx
     except ImportError:
         raise P2PError("ONNX export needs the onnx package",
-                       "install the extra: pip install 'p2p[onnx]'") from None
+                       install_extra("onnx")) from None
     return onnx
 
 
@@ -273,10 +273,10 @@ def model_card(name: str, config: dict[str, Any], facts: dict[str, Any]) -> str:
     if isinstance(facts["recipe"], dict):
         recipe = yaml.safe_dump(facts["recipe"], sort_keys=False).strip()
         lines += ["## Recipe", "", "```yaml", recipe, "```", ""]
-    lines += ["## Use it with p2p", "", "```bash", "pip install 'p2p[hf]'",
+    lines += ["## Use it with p2p", "", "```bash", install_extra("hf"),
               f"p2p translate --task hf:OWNER/{name} inputs/ outputs/   # from the Hub",
               f"p2p translate -c {name}/ inputs/ outputs/                # this folder",
-              f"pip install 'p2p[serve]' && p2p serve --task hf:OWNER/{name}  # a web page",
+              f"{install_extra('serve')} && p2p serve --task hf:OWNER/{name}  # a web page",
               "```", "",
               "Inputs are resized to the training size (`--keep-size` pads instead) and outputs "
               "resized back. By default the generator runs in the paper's test-time mode "

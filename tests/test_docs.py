@@ -124,6 +124,26 @@ def test_every_extra_is_in_the_install_table():
     assert not missing, f"docs/install.md's table of extras lacks {missing}"
 
 
+def test_install_hints_name_our_distribution_and_real_extras():
+    """``p2p`` on the package index is another project: hints name ``p2p-pix2pix[EXTRA]`` (the
+    pyproject name) with an extra that exists, in the code, the docs and the notebook."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's")
+    from p2p.errors import DISTRIBUTION
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == DISTRIBUTION
+    files = [*sorted((ROOT / "p2p").rglob("*.py")), *PAGES, NOTEBOOK]
+    wrong = []
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        wrong += [f"{relative(file)}: p2p[" for _ in re.finditer(r"(?<![\w-])p2p\[", text)]
+        named = re.findall(rf"{DISTRIBUTION}\[(\w+)\]", text)
+        named += re.findall(r"""install_extra\(["'](\w+)["']\)""", text)
+        wrong += [f"{relative(file)}: no extra {extra}" for extra in named
+                  if extra not in project["optional-dependencies"] and extra != "EXTRA"]
+    assert not wrong, "install hints that point elsewhere:\n" + "\n".join(wrong)
+
+
 def test_readme_installs_what_ci_installs():
     """README's test command is .ci/run's: the same pip line, then pytest -q; CONTRIBUTING.md
     installs the same."""

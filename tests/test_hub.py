@@ -204,4 +204,4 @@ def test_bad_references_and_missing_extra(cli, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "write hf:OWNER/NAME" in r.stderr
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     r = cli("translate", "--task", "hf:someone/model", image, "-")
-    assert r.exit_code == 2 and "pip install 'p2p[hf]'" in r.stderr
+    assert r.exit_code == 2 and 'pip install "p2p-pix2pix[hf]"' in r.stderr

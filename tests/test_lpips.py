@@ -163,7 +163,7 @@ def test_without_the_package_the_error_names_the_extra(cli, tmp_path, monkeypatc
     r = cli("eval", "pairs", tmp_path / "real", tmp_path / "real", "--lpips")
     assert r.exit_code == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == ('error: LPIPS needs the lpips package '
-                                '(pip install "p2p[lpips]")')
+                                '(pip install "p2p-pix2pix[lpips]")')
 
 
 RECIPE = """

@@ -143,7 +143,7 @@ def test_without_matplotlib_the_page_keeps_a_table(cli, tmp_path, monkeypatch):
     run = make_run(tmp_path)
     r = cli("report", run)
     assert r.exit_code == 0, r.stderr
-    assert 'pip install "p2p[report]"' in r.stderr
+    assert 'pip install "p2p-pix2pix[report]"' in r.stderr
     page, images = parse_self_contained(run / "report.html")
     assert "image/svg+xml" not in [mime for mime, _ in images]
     text = " ".join(page.text)

@@ -317,7 +317,7 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        skip_or_fail('Ray is not installed (pip install "p2p[ray]")', "CI")
+        skip_or_fail('Ray is not installed (pip install "p2p-pix2pix[ray]")', "CI")
     return ray
 
 

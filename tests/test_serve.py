@@ -224,7 +224,7 @@ def test_without_the_extra_one_line_and_exit_2(cli, folders, monkeypatch):
     # (runs without the extra too: it removes gradio)
     monkeypatch.setitem(sys.modules, "gradio", None)
     r = cli("serve", "-c", folders["checkpoint"])
-    assert r.exit_code == 2 and "pip install 'p2p[serve]'" in r.stderr
+    assert r.exit_code == 2 and 'pip install "p2p-pix2pix[serve]"' in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     r = cli("serve")
     assert r.exit_code == 2 and "exactly one" in r.stderr

@@ -67,5 +67,5 @@ def test_missing_tensorboard_is_a_clear_error_before_training(cli, tiny, tmp_pat
     r = cli("train", tiny(4), "--out", tmp_path / "run", "--tensorboard")
     assert r.exit_code == 2
     assert r.stderr.strip() == ('error: TensorBoard logging needs the tensorboard package '
-                                '(pip install "p2p[tensorboard]")')
+                                '(pip install "p2p-pix2pix[tensorboard]")')
     assert not (tmp_path / "run").exists()

@@ -40,7 +40,7 @@ def no_loss_curves(monkeypatch):
 
 def require(package: str) -> None:
     if importlib.util.find_spec(package) is None:
-        skip_or_fail(f'{package} is missing: pip install "p2p[{package}]"', "CI")
+        skip_or_fail(f'{package} is missing: pip install "p2p-pix2pix[{package}]"', "CI")
 
 
 @pytest.fixture
@@ -303,8 +303,9 @@ def test_wandb_offline_through_the_command_line_and_resumed(cli, tiny, tmp_path,
 
 
 @pytest.mark.parametrize("package, line", [
-    ("mlflow", 'MLflow logging needs the mlflow package (pip install "p2p[mlflow]")'),
-    ("wandb", 'Weights & Biases logging needs the wandb package (pip install "p2p[wandb]")')])
+    ("mlflow", 'MLflow logging needs the mlflow package (pip install "p2p-pix2pix[mlflow]")'),
+    ("wandb", 'Weights & Biases logging needs the wandb package '
+              '(pip install "p2p-pix2pix[wandb]")')])
 def test_a_missing_extra_is_one_line_naming_the_pip_command(cli, tiny, tmp_path, monkeypatch,
                                                              package, line):
     monkeypatch.setitem(sys.modules, package, None)  # import fails as if not installed

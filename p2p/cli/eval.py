@@ -13,7 +13,7 @@ from rich.table import Table
 
 from p2p import metrics
 from p2p.cli import console, processes
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.limits import MAX_COUNT, MAX_SEED, MAX_WORKERS
 from p2p.metrics import GENERATOR_BATCH, INCEPTION_BATCH, SPLITS, THREADS
 
@@ -188,8 +188,8 @@ def pairs_command(
     fake: Annotated[Path, typer.Argument(help="A folder of translated images with the same "
                                          "names (relative path without extension).")],
     lpips: Annotated[bool, typer.Option(
-        "--lpips", help='Also LPIPS v0.1 with AlexNet (lower is more similar; needs pip install '
-        '"p2p[lpips]" and torchvision\'s AlexNet weights).')] = False,
+        "--lpips", help="Also LPIPS v0.1 with AlexNet (lower is more similar; needs "
+        f"{install_extra('lpips')} and torchvision's AlexNet weights).")] = False,
     weights: Annotated[Path | None, typer.Option(
         "--weights", help="With --lpips: torchvision's AlexNet weights file "
         "(alexnet-owt-7be5be79.pth), or a folder holding it. Default: $P2P_HOME/weights/, "

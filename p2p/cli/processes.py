@@ -6,19 +6,18 @@ from typing import Annotated
 
 import typer
 
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.limits import MAX_WORKERS
 
 
 class Engine(str, Enum):
     torch = "torch"  # this process, or --nproc / torchrun processes
-    ray = "ray"  # a Ray Data pipeline (p2p[ray])
+    ray = "ray"  # a Ray Data pipeline (the ray extra)
 
 
 EngineOption = Annotated[Engine, typer.Option(
     "--engine", help="torch: this process (or --nproc); ray: a Ray Data pipeline on the "
-    "cluster at --ray-address or RAY_ADDRESS, else an embedded one (pip install "
-    "\"p2p[ray]\").")]
+    f"cluster at --ray-address or RAY_ADDRESS, else an embedded one ({install_extra('ray')}).")]
 RayAddressOption = Annotated[str | None, typer.Option(
     "--ray-address", help="The Ray cluster to join (HOST:PORT, ray://HOST:PORT); default "
     "$RAY_ADDRESS, else an embedded Ray on this machine.")]

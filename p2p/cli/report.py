@@ -5,6 +5,7 @@ from pathlib import Path
 import typer
 
 from p2p.cli import console
+from p2p.errors import install_extra
 from p2p.limits import MAX_COUNT
 
 
@@ -26,7 +27,7 @@ def report(
     result = core.write_report(run_dir, out, **thinning)
     if not result.curves and result.iteration:
         console.info('loss curves left out: matplotlib is not installed '
-                     '(pip install "p2p[report]"); the page has the table of values')
+                     f'({install_extra("report")}); the page has the table of values')
     for line in result.unreadable:
         console.info(f"left out: {line}")
     console.info(f"{result.iteration:,} of {result.total:,} iterations logged; "

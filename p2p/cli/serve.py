@@ -9,7 +9,7 @@ import typer
 import p2p
 from p2p.cli import console
 from p2p.cli.translate import CheckpointOption, TaskOption
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.limits import MAX_PIXELS
 
 
@@ -54,7 +54,7 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise P2PError(f"p2p serve needs the serve extra ({exc.name} is missing)",
-                       "pip install 'p2p[serve]'") from None
+                       install_extra("serve")) from None
     from p2p import serve as core
 
     with contextlib.ExitStack() as bars:

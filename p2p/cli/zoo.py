@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from p2p.cli import console
-from p2p.errors import human_bytes
+from p2p.errors import human_bytes, install_extra
 from p2p.limits import MAX_SIDE
 
 app = typer.Typer(rich_markup_mode=None,  # plain help, as the root's (app.py)
@@ -117,7 +117,7 @@ def export(
         result = write_export(source, fmt, out,
                               progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
-        console.info("not checked: onnxruntime is not installed (pip install 'p2p[onnx]')")
+        console.info(f"not checked: onnxruntime is not installed ({install_extra('onnx')})")
     elif result.max_abs_diff is None:
         console.info(f"checked with {result.checked_with}")
     else:

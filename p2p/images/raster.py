@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from p2p.errors import ImageTooLarge, P2PError
+from p2p.errors import ImageTooLarge, P2PError, install_extra
 from p2p.images.eight_bit import convert, encode_image, open_pil, pil_to_tensor, to_uint8
 from p2p.images.files import (
     MAX_TIFF_PAGES,
@@ -174,7 +174,7 @@ def _read_tiff(source: Source, label: str) -> np.ndarray:
             img = open_pil(data, label)
         except P2PError:
             raise P2PError(f"{label}: this TIFF's compression needs the imagecodecs package",
-                           "pip install 'p2p[tiff]'") from None
+                           install_extra("tiff")) from None
         return _pil_pixels(img, label)
     return _as_hwc(pixels, label)
 

@@ -1,4 +1,4 @@
-"""Translation as a Ray Data pipeline (``p2p translate --engine ray``, extra ``p2p[ray]``).
+"""Translation as a Ray Data pipeline (``p2p translate --engine ray``, extra ``p2p-pix2pix[ray]``).
 
 The stages, each a Ray Data operation:
 

@@ -18,11 +18,11 @@ import warnings
 import torch
 from torch import nn
 
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.metrics.backbones import ALEXNET_WEIGHTS, feature_tensors, load_features
 from p2p.metrics.inception import DownloadProgress, locate_weights
 
-INSTALL_HINT = 'pip install "p2p[lpips]"'
+INSTALL_HINT = install_extra("lpips")
 # AlexNet's layers up to relu5 (stride-4 convolution, two 3x3 stride-2 max pools) need this many
 # pixels a side to leave one.
 MIN_SIDE = 31

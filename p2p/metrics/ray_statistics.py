@@ -1,5 +1,5 @@
 """A folder's FID statistics as a Ray Data pipeline (``p2p eval stats --engine ray``, extra
-``p2p[ray]``).
+``p2p-pix2pix[ray]``).
 
 The stages: read the file list (the images in chunks of ``batch_size``, one row each); decode
 (``images.read_8bit_image``, in Ray tasks); ``map_batches`` with ``FeatureWorker``, an actor

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.images.eight_bit import encode_image, open_image
 from p2p.metrics import METRICS_FILE  # written by `p2p eval run`
 from p2p.paths import atomic_path
@@ -374,8 +374,9 @@ def build_report(run_dir: Path, max_samples: int = MAX_SAMPLES) -> tuple[str, Re
         parts.append(f'<img class=curves src="{_data_uri(svg, "image/svg+xml")}" '
                      'alt="loss curves">')
     elif records:
-        parts.append('<p class=note>Curves need matplotlib: <code>pip install '
-                     '"p2p[report]"</code>. The logged values are in the table below.</p>')
+        command = html.escape(install_extra("report"))
+        parts.append(f"<p class=note>Curves need matplotlib: <code>{command}</code>. "
+                     "The logged values are in the table below.</p>")
     else:
         parts.append("<p class=note>Nothing logged yet.</p>")
     parts += ["<h2>Validation and checkpoints</h2>",

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from p2p.errors import P2PError
+from p2p.errors import P2PError, install_extra
 from p2p.recipe import Recipe
 from p2p.version import __version__
 
@@ -147,4 +147,4 @@ def import_extra(module: str, what: str, extra: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise P2PError(f"{what} logging needs the {extra} package",
-                       f'pip install "p2p[{extra}]"') from None
+                       install_extra(extra)) from None

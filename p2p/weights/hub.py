@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from p2p.errors import P2PError, human_bytes
+from p2p.errors import P2PError, human_bytes, install_extra
 from p2p.version import __version__
 
 PREFIX = "hf:"
@@ -57,7 +57,7 @@ def download(reference: str) -> Path:
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError:
         raise P2PError(f"{reference}: downloading from the Hub needs huggingface_hub",
-                       "install the extra: pip install 'p2p[hf]'") from None
+                       install_extra("hf")) from None
     try:
         folder = Path(huggingface_hub.snapshot_download(
             repo_id, revision=revision, allow_patterns=[CONFIG, WEIGHTS],
