@@ -121,6 +121,24 @@ def test_eval_pairs_user_errors_are_one_line(cli, tmp_path):
     assert r.exit_code == 2 and "not a folder" in r.stderr
 
 
+def test_eval_pairs_on_unsplit_pairs_names_the_fix_and_the_fix_works(cli, tmp_path):
+    rng = np.random.default_rng(2)
+    a, b = (rng.integers(0, 256, (16, 16, 3), dtype=np.uint8) for _ in range(2))
+    pairs, fake = tmp_path / "pairs", tmp_path / "fake"
+    _write(pairs, "x.png", np.concatenate([a, b], axis=1))  # A|B, as the datasets come
+    _write(fake, "x.png", b)
+    r = cli("eval", "pairs", pairs, fake)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "look like A|B pairs" in r.stderr and "p2p data unpair" in r.stderr
+
+    assert cli("data", "unpair", pairs, tmp_path / "halves").exit_code == 0  # the named fix
+    r = cli("eval", "pairs", tmp_path / "halves" / "B", fake, "--json")
+    assert r.exit_code == 0 and json.loads(r.out)["l1"] == 0.0
+
+    r = cli("eval", "pairs", tmp_path / "halves" / "B", pairs)  # unsplit inputs translated
+    assert r.exit_code == 2 and "--paired" in r.stderr
+
+
 def test_eval_pairs_of_16_bit_files_uses_their_data_range(cli, tmp_path):
     rng = np.random.default_rng(2)
     x = rng.integers(0, 65536, (20, 24), dtype=np.uint16)

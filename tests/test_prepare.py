@@ -40,6 +40,8 @@ def test_pair_matches_names_across_extensions_and_reports_unmatched(cli, tmp_pat
     assert report["written"] == {str(tmp_path / "AB"): 3}
     assert sorted(s["name"] for s in report["skipped"]) == ["only_a.png", "only_b.png"]
     assert "skipped only_a.png: no match in" in r.stderr
+    assert (f"A (left) is {tmp_path / 'A'}, B (right) is {tmp_path / 'B'}: a recipe translates "
+            f"A to B; data.direction: BtoA translates {tmp_path / 'B'} to") in r.stderr
     assert files(tmp_path / "AB") == ["1.png", "2.png", "sub/3.png"]
     combined = read_image(tmp_path / "AB" / "sub" / "3.png")
     assert torch.equal(combined, torch.cat([a["sub/3.png"], b["sub/3.png"]], dim=2))

@@ -129,6 +129,20 @@ def test_paired_side_by_side_takes_the_direction_half(cli, tmp_path, direction):
     assert size_of(tmp_path / "only.png") == (40, 32)
 
 
+def test_pairs_without_paired_get_a_warning_naming_the_option(cli, checkpoint, tmp_path):
+    pairs = tmp_path / "pairs"
+    write_image(pairs / "a.png", 32, 64)  # twice as wide as tall; the model is 32x32
+    write_image(pairs / "b.png", 32, 64, seed=1)
+    r = cli("translate", "-c", checkpoint, pairs, tmp_path / "whole")
+    assert r.exit_code == 0, r.stderr  # translated as asked, but told
+    assert "a.png is twice as wide as tall, like an A|B pair" in r.stderr
+    assert r.stderr.count("--paired") == 1
+    for args in (["--paired"], []):
+        source = pairs if args else write_image(tmp_path / "plain" / "c.png", 32, 40)
+        r = cli("translate", "-c", checkpoint, *args, source, tmp_path / f"out{len(args)}")
+        assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr
+
+
 def test_side_by_side_without_pairs(cli, checkpoint, tmp_path):
     source = write_image(tmp_path / "x.png", 30, 20)
     r = cli("translate", "-c", checkpoint, "--side-by-side", source, tmp_path / "y.png")

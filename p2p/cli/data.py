@@ -144,6 +144,9 @@ def pair(
         report = prepare.pair(a_dir, b_dir, out_dir, height=height, strict=strict,
                               ext=ext.value,
                               progress=lambda d, t: progress("pairing", d, t))
+    # The first-hour mistake: training translates A to B unless the recipe says otherwise.
+    console.info(f"A (left) is {a_dir}, B (right) is {b_dir}: a recipe translates A to B; "
+                 f"data.direction: BtoA translates {b_dir} to {a_dir}")
     _finish("paired", report, as_json)
 
 

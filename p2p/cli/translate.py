@@ -156,6 +156,10 @@ def translate(
                                             batch_size=batch_size, seed=seed, skip_bad=skip_bad,
                                             tile=tile, overlap=overlap,
                                             precision=precision.value)
+            if world.is_main and core.looks_like_unsplit_pairs(model, plan.jobs, options):
+                console.info(f"warning: {plan.jobs[0].name} is twice as wide as tall, like an "
+                             "A|B pair, and the model was trained on square images; add "
+                             "--paired to translate one half of each pair")
             with contextlib.ExitStack() as bars:
                 progress = (console.lazy_bar(bars, "translating")
                             if len(plan.jobs) > 1 and world.is_main else None)

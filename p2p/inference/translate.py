@@ -526,6 +526,21 @@ def check_options(model: Model, options: TranslateOptions) -> None:
         _check_tiles(model, options)
 
 
+def looks_like_unsplit_pairs(model: Model, jobs: list[Job], options: TranslateOptions) -> bool:
+    """Whether the first input looks like an A|B pair given without ``options.paired``: exactly
+    twice as wide as tall, for a model trained on square images. Such inputs translate whole,
+    both halves into one output, without any error, so the CLI warns."""
+    if options.paired or not jobs or model.size[0] != model.size[1]:
+        return False
+    job = jobs[0]
+    try:
+        image = (from_memory if job.in_memory else decode_image)(job.source, job.name)
+    except P2PError:
+        return False  # translating it reports the problem
+    height, width = image_size(image)
+    return width == 2 * height
+
+
 def with_seed(options: TranslateOptions) -> TranslateOptions:
     """``options`` with the run's dropout seed in paper mode: its own, or one drawn from
     torch's global RNG."""

@@ -139,6 +139,20 @@ def _pixels(path: Path) -> torch.Tensor:
     return torch.from_numpy(read_raster(path).pixels).permute(2, 0, 1)
 
 
+def _size_hint(real: torch.Tensor, fake: torch.Tensor) -> str:
+    """The likely fix for (C, H, W) images of different sizes. Twice as wide is a folder of A|B
+    pairs, scored against one of its halves (``p2p data unpair``); fakes two or three times as
+    wide are unsplit inputs or --side-by-side grids."""
+    (c, h, w), (fake_c, fake_h, fake_w) = real.shape, fake.shape
+    if (c, h) == (fake_c, fake_h) and w == 2 * fake_w:
+        return ("the real images look like A|B pairs: cut them with 'p2p data unpair REAL "
+                "halves/' and score against halves/B (halves/A for BtoA)")
+    if (c, h) == (fake_c, fake_h) and fake_w in (2 * w, 3 * w):
+        return ("translate A|B inputs with --paired and without --side-by-side: outputs are "
+                "then the size of one half")
+    return "translate at the real images' size (p2p translate keeps the input size)"
+
+
 def score_pair(real: Path, fake: Path,
                lpips_network: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """The metrics of one pair of files, at the real image's data range (from its decoded type:
@@ -150,8 +164,7 @@ def score_pair(real: Path, fake: Path,
                        "compare images of the same bit depth")
     if x.shape != y.shape:
         raise P2PError(f"{fake}: {y.shape[2]}x{y.shape[1]} pixels, {y.shape[0]} channel(s), but "
-                       f"{real} is {x.shape[2]}x{x.shape[1]}, {x.shape[0]}",
-                       "translate at the real images' size (p2p translate keeps the input size)")
+                       f"{real} is {x.shape[2]}x{x.shape[1]}, {x.shape[0]}", _size_hint(x, y))
     data_range = data_range_of(x.dtype)
     scores = all_metrics(x[None], y[None], data_range)
     if lpips_network is not None:
