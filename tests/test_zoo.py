@@ -377,6 +377,24 @@ def test_import_official_run_and_list(cli, tmp_path):
     assert r.exit_code == 2 and "registry model" in r.stderr
 
 
+def test_format_and_direction_are_choices_that_match_the_core(cli, tmp_path):
+    from p2p.cli import zoo as zoo_cli
+    from p2p.data.paired import DIRECTIONS
+
+    assert tuple(zoo_cli.Layout) == zoo.LAYOUTS
+    assert tuple(zoo_cli.Direction) == DIRECTIONS
+    assert tuple(zoo_cli.ExportFormat) == export.EXPORT_FORMATS
+    file = tmp_path / "latest_net_G.pth"
+    file.write_bytes(b"never read: the options are refused first")
+    for args, choices in ((["--format", "junyanz"], "'official', 'mmagic'"),
+                          (["--format", "official", "--direction", "A2B"], "'AtoB', 'BtoA'")):
+        r = cli("zoo", "import", file, "--name", "x", *args)
+        assert r.exit_code == 2 and f"is not one of {choices}" in r.stderr, r.stderr
+    r = cli("zoo", "export", "facades", tmp_path / "out", "--format", "tflite")
+    assert r.exit_code == 2 and "'onnx', 'torchscript', 'hf'" in r.stderr
+    assert "Value error" not in r.stderr
+
+
 def test_import_official_instance_norm_gray_to_color(cli, tmp_path):
     """A CycleGAN-style run (--norm instance): biased convs, no norm tensors; 1 -> 3 channels."""
     source, body = published_file("official", seed=5, norm="instance", in_ch=1)
@@ -537,7 +555,7 @@ def test_export_failures_write_nothing(cli, small_checkpoint, tmp_path, monkeypa
     _, path = small_checkpoint
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     r = cli("zoo", "export", path, tmp_path / "g.onnx", "--format", "onnx")
-    assert r.exit_code == 2 and "pip install 'p2p[onnx]'" in r.stderr
+    assert r.exit_code == 2 and 'pip install "p2p-pix2pix[onnx]"' in r.stderr
     monkeypatch.setattr(export, "EXPORT_TOLERANCE", -1.0)  # any difference fails the check
     r = cli("zoo", "export", path, tmp_path / "g.ts", "--format", "torchscript")
     assert r.exit_code == 2 and "nothing was written" in r.stderr

@@ -111,7 +111,8 @@ def usage_error_line(exc: Exception) -> str:
     """Click's message as one line in our style, with where to find the usage."""
     possibilities = getattr(exc, "possibilities", None)  # an unknown option's close names
     message = exc.message if possibilities else exc.format_message()
-    message = " ".join(message.split()).rstrip(".")
+    # Recent Typer words a bad choice as pydantic does: "...: Value error, 'x' is not one of".
+    message = " ".join(message.split()).rstrip(".").replace(": Value error, ", ": ")
     if message[:2].istitle():  # "No such option" -> "no such option", but "CUDA" stays
         message = message[0].lower() + message[1:]
     ctx = getattr(exc, "ctx", None)

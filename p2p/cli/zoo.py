@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,24 @@ from p2p.limits import MAX_SIDE
 app = typer.Typer(rich_markup_mode=None,  # plain help, as the root's (app.py)
                   help="Published pix2pix weights (mmagic and official), converted and verified.",
                   no_args_is_help=True)
+
+
+# Spelled here so that --help skips torch: zoo.LAYOUTS, data.paired.DIRECTIONS and
+# export.EXPORT_FORMATS (tests/test_zoo.py checks they agree).
+class Layout(str, Enum):
+    official = "official"  # e.g. a junyanz latest_net_G.pth
+    mmagic = "mmagic"
+
+
+class Direction(str, Enum):
+    AtoB = "AtoB"
+    BtoA = "BtoA"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    torchscript = "torchscript"
+    hf = "hf"  # a Hugging Face model folder
 
 
 def _size(n: int | None) -> str:
@@ -78,11 +97,12 @@ def pull(
 def import_(
     file: Annotated[Path, typer.Argument(
         metavar="FILE", help="A generator checkpoint in a published layout.")],
-    layout: Annotated[str, typer.Option(
-        "--format", help="official (e.g. a junyanz latest_net_G.pth) or mmagic.")],
+    layout: Annotated[Layout, typer.Option(
+        "--format", help="The key layout: official (e.g. a junyanz latest_net_G.pth) or "
+        "mmagic.")],
     name: Annotated[str, typer.Option("--name", help="Zoo name to store it under.")],
-    direction: Annotated[str, typer.Option(
-        "--direction", help="AtoB or BtoA on its dataset.")] = "AtoB",
+    direction: Annotated[Direction, typer.Option(
+        "--direction", help="Its direction on its dataset.")] = Direction.AtoB,
     image_size: Annotated[int, typer.Option(
         "--image-size", min=1, max=MAX_SIDE, help="Image size it was trained at.")] = 256,
     bgr: Annotated[bool, typer.Option(
@@ -96,8 +116,8 @@ def import_(
     """Convert a checkpoint of a published layout into the zoo; prints the checkpoint path."""
     from p2p.weights import zoo
 
-    print(zoo.import_file(file, layout, name, direction=direction, image_size=image_size,
-                          bgr=bgr, dropout=dropout))
+    print(zoo.import_file(file, layout.value, name, direction=direction.value,
+                          image_size=image_size, bgr=bgr, dropout=dropout))
 
 
 @app.command("export")
@@ -106,15 +126,16 @@ def export(
         metavar="NAME|CHECKPOINT", help="Zoo name, checkpoint file, run directory "
         "(RUN_DIR@best, @latest, @ITERATION select one), model folder or hf:OWNER/NAME.")],
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Output file (a folder for hf).")],
-    fmt: Annotated[str, typer.Option("--format", help="onnx, torchscript, or hf (a Hugging "
-                                     "Face model folder: safetensors, config, model card).")],
+    fmt: Annotated[ExportFormat, typer.Option(
+        "--format", help="onnx, torchscript, or hf (a Hugging Face model folder: "
+        "safetensors, config, model card).")],
 ) -> None:
     """Export a generator, checked against ours: ONNX or TorchScript (eval mode, dynamic batch
     axis), or a Hugging Face model folder (upload it with: hf upload OWNER/NAME OUT)."""
     from p2p.export import export as write_export
 
     with contextlib.ExitStack() as stack:
-        result = write_export(source, fmt, out,
+        result = write_export(source, fmt.value, out,
                               progress=console.lazy_bar(stack, f"downloading {source}", "bytes"))
     if result.checked_with is None:
         console.info(f"not checked: onnxruntime is not installed ({install_extra('onnx')})")
