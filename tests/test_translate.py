@@ -137,7 +137,7 @@ def test_pairs_without_paired_get_a_warning_naming_the_option(cli, checkpoint, t
     assert r.exit_code == 0, r.stderr  # translated as asked, but told
     assert "a.png is twice as wide as tall, like an A|B pair" in r.stderr
     assert r.stderr.count("--paired") == 1
-    for args in (["--paired"], []):
+    for args in (["--paired"], ["--tile", "32", "--eval-mode"], []):
         source = pairs if args else write_image(tmp_path / "plain" / "c.png", 32, 40)
         r = cli("translate", "-c", checkpoint, *args, source, tmp_path / f"out{len(args)}")
         assert r.exit_code == 0 and "warning" not in r.stderr, r.stderr

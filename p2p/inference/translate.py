@@ -529,8 +529,9 @@ def check_options(model: Model, options: TranslateOptions) -> None:
 def looks_like_unsplit_pairs(model: Model, jobs: list[Job], options: TranslateOptions) -> bool:
     """Whether the first input looks like an A|B pair given without ``options.paired``: exactly
     twice as wide as tall, for a model trained on square images. Such inputs translate whole,
-    both halves into one output, without any error, so the CLI warns."""
-    if options.paired or not jobs or model.size[0] != model.size[1]:
+    both halves into one output, without any error, so the CLI warns. Tiled inputs are left
+    unchecked: they are the large ones, and this decodes the first input a second time."""
+    if options.paired or options.tile is not None or not jobs or model.size[0] != model.size[1]:
         return False
     job = jobs[0]
     try:
